@@ -1,0 +1,78 @@
+"""Closed-form Bayesian ridge regression with leave-one-out choice of the ridge strength.
+
+Used as the device-specific head: a handful of target measurements fit a linear map from a
+few basis features (analytic costs, predicted pool-device latencies) to milliseconds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_ALPHAS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+
+
+@dataclass
+class RidgeHead:
+    """``y ~ ((x - x_mean) / x_scale) @ coef + intercept``, fit by ridge on standardised features."""
+
+    coef: np.ndarray
+    intercept: float
+    x_mean: np.ndarray
+    x_scale: np.ndarray
+    alpha: float
+    noise_var: float
+    precision_inv: np.ndarray  # (Z'Z + alpha I)^-1, for predictive variance
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, alphas=DEFAULT_ALPHAS) -> "RidgeHead":
+        """Fit on ``x`` ``[n, k]`` and ``y`` ``[n]``; pick ``alpha`` by exact leave-one-out error."""
+        n = len(y)
+        if n < 2:
+            raise ValueError(f"need at least 2 measurements to fit, got {n}")
+        x_mean = x.mean(0)
+        x_scale = x.std(0)
+        x_scale = np.where(x_scale > 1e-12 * np.maximum(1.0, np.abs(x_mean)), x_scale, 1.0)
+        z = (x - x_mean) / x_scale
+        y_mean = float(y.mean())
+        yc = y - y_mean
+        gram = z.T @ z
+        best = None
+        for a in alphas:
+            inv = np.linalg.inv(gram + a * np.eye(z.shape[1]))
+            hat = z @ inv @ z.T
+            resid = yc - hat @ yc
+            leverage = np.diag(hat) + 1.0 / n  # the intercept is fit too
+            loo = float(np.mean((resid / np.maximum(1.0 - leverage, 1e-6)) ** 2))
+            if best is None or loo < best[0]:
+                best = (loo, a, inv, resid)
+        _, alpha, inv, resid = best
+        coef = inv @ z.T @ yc
+        dof = max(n - 1 - np.trace(z @ inv @ z.T), 1.0)
+        noise_var = float(resid @ resid / dof)
+        return cls(coef, y_mean, x_mean, x_scale, float(alpha), noise_var, inv)
+
+    def predict(self, x: np.ndarray, return_std: bool = False):
+        z = (x - self.x_mean) / self.x_scale
+        mean = z @ self.coef + self.intercept
+        if not return_std:
+            return mean
+        var = self.noise_var * (1.0 + np.einsum("ij,jk,ik->i", z, self.precision_inv, z))
+        return mean, np.sqrt(var)
+
+    def predict_torch(self, x):
+        import torch
+
+        t = lambda a: torch.as_tensor(a, dtype=x.dtype, device=x.device)  # noqa: E731
+        return ((x - t(self.x_mean)) / t(self.x_scale)) @ t(self.coef) + self.intercept
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"coef": self.coef, "intercept": np.array([self.intercept]), "x_mean": self.x_mean,
+                "x_scale": self.x_scale, "alpha": np.array([self.alpha]),
+                "noise_var": np.array([self.noise_var]), "precision_inv": self.precision_inv}
+
+    @classmethod
+    def from_state(cls, s: dict[str, np.ndarray]) -> "RidgeHead":
+        return cls(np.asarray(s["coef"], np.float64), float(s["intercept"][0]), np.asarray(s["x_mean"], np.float64),
+                   np.asarray(s["x_scale"], np.float64), float(s["alpha"][0]), float(s["noise_var"][0]),
+                   np.asarray(s["precision_inv"], np.float64))

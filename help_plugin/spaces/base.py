@@ -1,0 +1,174 @@
+"""The search-space interface: parse, validate, encode, sample and cost an architecture.
+
+Every space stores an architecture internally as a vector of integer choice indices
+(``space.arch_length`` positions, position ``i`` taking values ``0 .. space.choices[i] - 1``).
+Batches are ``np.ndarray`` of shape ``[n, arch_length]`` and dtype ``int64``; every public
+method accepts the user-facing forms (strings, lists, dicts) and converts at the boundary.
+
+Adding a search space means adding one module that subclasses :class:`SearchSpace` and
+registers it with :func:`help_plugin.spaces.register`.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+#: Names of the analytic cost features, in column order of :meth:`SearchSpace.cost_features`.
+COST_FEATURES = ("flops", "params", "memory", "kernels")
+
+
+class SearchSpace(abc.ABC):
+    """Base class of a search space (one instance per space, stateless).
+
+    Subclasses set ``name`` and ``choices`` and implement :meth:`parse`, :meth:`format`
+    and :meth:`cost_features` (or provide ``_cost_table`` for additive spaces).
+    """
+
+    name: str = ""
+    #: Number of options at each position of the index vector.
+    choices: tuple[int, ...] = ()
+
+    @property
+    def arch_length(self) -> int:
+        return len(self.choices)
+
+    # ------------------------------------------------------------------ parsing
+    @abc.abstractmethod
+    def parse(self, arch: Any) -> np.ndarray:
+        """Validate one architecture in any accepted form; return its index vector ``[arch_length]``.
+
+        Raises ``ValueError``/``TypeError`` naming the offending value.
+        """
+
+    @abc.abstractmethod
+    def format(self, indices: Sequence[int]) -> Any:
+        """The canonical user-facing form of one index vector (string or dict)."""
+
+    def canonical(self, arch: Any) -> str:
+        """A canonical string key for ``arch`` (stable across input forms)."""
+        out = self.format(self.parse(arch))
+        return out if isinstance(out, str) else self._dict_key(out)
+
+    @staticmethod
+    def _dict_key(d: dict) -> str:
+        import json
+
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+    def to_indices(self, archs: Any) -> np.ndarray:
+        """Parse a batch: a sequence of architectures, or an int array ``[n, arch_length]``.
+
+        Returns ``np.ndarray[int64]`` of shape ``[n, arch_length]``.
+        """
+        if isinstance(archs, np.ndarray) and archs.dtype.kind in "iu":
+            arr = archs.reshape(1, -1) if archs.ndim == 1 else archs
+            self.check_indices(arr)
+            return arr.astype(np.int64, copy=False)
+        if isinstance(archs, (str, dict)) or not isinstance(archs, Iterable):
+            raise TypeError(
+                f"expected a sequence of {self.name} architectures, got a single {type(archs).__name__}; "
+                "wrap it in a list"
+            )
+        rows = [self.parse(a) for a in archs]
+        if not rows:
+            return np.zeros((0, self.arch_length), dtype=np.int64)
+        return np.stack(rows).astype(np.int64)
+
+    def check_indices(self, arr: np.ndarray) -> None:
+        """Raise ``ValueError`` if an index array has the wrong shape or an out-of-range value."""
+        if arr.ndim != 2 or arr.shape[1] != self.arch_length:
+            raise ValueError(
+                f"{self.name}: index array must have shape [n, {self.arch_length}], got {list(arr.shape)}"
+            )
+        if arr.size:
+            bad = (arr < 0) | (arr >= np.asarray(self.choices))
+            if bad.any():
+                row, col = map(int, np.argwhere(bad)[0])
+                raise ValueError(
+                    f"{self.name}: index {int(arr[row, col])} at position {col} of architecture {row} "
+                    f"is out of range 0..{self.choices[col] - 1}"
+                )
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, n: int, seed: int | None = None) -> np.ndarray:
+        """``n`` architectures drawn uniformly at random, as indices ``[n, arch_length]``."""
+        rng = np.random.default_rng(seed)
+        return np.stack([rng.integers(0, c, size=n) for c in self.choices], axis=1).astype(np.int64)
+
+    # ------------------------------------------------------------------ encodings
+    def one_hot(self, indices: np.ndarray) -> np.ndarray:
+        """Concatenated one-hot encoding ``[n, sum(choices)]`` (float32)."""
+        indices = self.to_indices(indices)
+        offsets = np.concatenate([[0], np.cumsum(self.choices)[:-1]])
+        out = np.zeros((len(indices), int(sum(self.choices))), dtype=np.float32)
+        out[np.arange(len(indices))[:, None], indices + offsets] = 1.0
+        return out
+
+    def encode(self, indices: np.ndarray) -> np.ndarray:
+        """The predictor's input: one-hot plus log analytic costs, ``[n, encoding_dim]`` float32."""
+        indices = self.to_indices(indices)
+        return np.concatenate(
+            [self.one_hot(indices), np.log1p(self.cost_features(indices)).astype(np.float32)], axis=1
+        )
+
+    @property
+    def encoding_dim(self) -> int:
+        return int(sum(self.choices)) + len(COST_FEATURES)
+
+    # ------------------------------------------------------------------ costs
+    _cost_table: np.ndarray | None = None  # [arch_length, max_choice, 4] for additive spaces
+
+    def cost_features(self, indices: np.ndarray) -> np.ndarray:
+        """Analytic cost of each architecture, ``[n, 4]`` float64.
+
+        Columns (see ``COST_FEATURES``): multiply-accumulates (FLOPs), parameters,
+        activation memory traffic (elements read + written) and number of kernels launched.
+        """
+        indices = self.to_indices(indices)
+        table = self.cost_table()
+        return table[np.arange(self.arch_length)[None, :], indices].sum(axis=1) + self.fixed_cost()
+
+    def cost_table(self) -> np.ndarray:
+        """Per-position, per-choice cost ``[arch_length, max_choice, 4]`` of an additive space."""
+        raise NotImplementedError(f"{self.name} is not an additive space")
+
+    def fixed_cost(self) -> np.ndarray:
+        """Cost of the parts of the network every architecture shares (stem, head), ``[4]``."""
+        return np.zeros(len(COST_FEATURES))
+
+    def flops(self, arch: Any) -> float:
+        """Multiply-accumulate count of one architecture."""
+        return float(self.cost_features(self.to_indices([arch]))[0, 0])
+
+    def params(self, arch: Any) -> float:
+        """Parameter count of the searchable network (conv/linear weights)."""
+        return float(self.cost_features(self.to_indices([arch]))[0, 1])
+
+    # ------------------------------------------------------------------ relaxed (differentiable) input
+    @property
+    def differentiable(self) -> bool:
+        """Whether :meth:`relaxed_encode` is available (additive spaces)."""
+        try:
+            self.cost_table()
+        except NotImplementedError:
+            return False
+        return True
+
+    def relaxed_encode(self, probs):
+        """Differentiable encoding from per-position choice probabilities.
+
+        ``probs``: ``torch.Tensor`` ``[n, arch_length, max_choice]`` (rows sum to 1; a one-hot
+        tensor gives exactly :meth:`encode`). Returns ``[n, encoding_dim]``.
+        """
+        import torch
+
+        table = torch.as_tensor(self.cost_table(), dtype=probs.dtype, device=probs.device)
+        fixed = torch.as_tensor(self.fixed_cost(), dtype=probs.dtype, device=probs.device)
+        costs = torch.einsum("nlc,lck->nk", probs, table) + fixed
+        onehot = torch.cat([probs[:, i, :c] for i, c in enumerate(self.choices)], dim=1)
+        return torch.cat([onehot, torch.log1p(costs)], dim=1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

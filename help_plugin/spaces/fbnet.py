@@ -1,0 +1,113 @@
+"""FBNet (as benchmarked by HW-NAS-Bench): 22 searchable layers, 9 candidate blocks each.
+
+Block order (indices 0..8, as in HELP's ``fbnet/metainfo.pt``): k3_e1, k3_e1_g2, k3_e3, k3_e6,
+k5_e1, k5_e1_g2, k5_e3, k5_e6, skip. ``kK_eE[_gG]`` is an inverted bottleneck with a KxK depthwise
+conv, expansion E and G groups in the 1x1 convs; ``skip`` is the identity (a 1x1 conv where the
+shape changes).
+
+Macro-architecture (CIFAR setting, 32x32 input): 3x3 stem to 16 channels (stride 1), stages of
+1, 4, 4, 4, 4, 4, 1 layers with 16, 24, 32, 64, 112, 184, 352 channels and first-layer strides
+1, 1, 2, 2, 1, 2, 1, a 1x1 conv to 1504 channels, global pooling and a linear classifier.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import SearchSpace
+
+BLOCKS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
+LAYERS_PER_STAGE = (1, 4, 4, 4, 4, 4, 1)
+CHANNELS = (16, 24, 32, 64, 112, 184, 352)
+STRIDES_CIFAR = (1, 1, 2, 2, 1, 2, 1)
+STEM_CHANNELS = 16
+HEAD_CHANNELS = 1504
+
+
+def block_spec(name: str) -> tuple[int, int, int] | None:
+    """(kernel, expansion, groups) of a block name, ``None`` for skip."""
+    if name == "skip":
+        return None
+    parts = name.split("_")
+    return int(parts[0][1:]), int(parts[1][1:]), int(parts[2][1:]) if len(parts) == 3 else 1
+
+
+def layer_shapes(resolution: int = 32) -> list[tuple[int, int, int, int]]:
+    """(c_in, c_out, stride, input side) of each of the 22 searchable layers."""
+    shapes, c_in, h = [], STEM_CHANNELS, resolution
+    for n, c_out, s in zip(LAYERS_PER_STAGE, CHANNELS, STRIDES_CIFAR):
+        for i in range(n):
+            stride = s if i == 0 else 1
+            shapes.append((c_in, c_out, stride, h))
+            c_in, h = c_out, -(-h // stride)
+    return shapes
+
+
+def _block_cost(name: str, c_in: int, c_out: int, stride: int, h: int) -> tuple[float, float, float, float]:
+    h_out = -(-h // stride)
+    spec = block_spec(name)
+    if spec is None:
+        if stride == 1 and c_in == c_out:
+            return (0.0, 0.0, 0.0, 0.0)
+        return (float(c_in * c_out * h_out * h_out), float(c_in * c_out),
+                float(c_in * h * h + c_out * h_out * h_out), 3.0)
+    k, e, g = spec
+    mid = c_in * e
+    macs = c_in * mid // g * h * h + mid * k * k * h_out * h_out + mid * c_out // g * h_out * h_out
+    params = c_in * mid // g + mid * k * k + mid * c_out // g
+    memory = c_in * h * h + 2 * mid * h * h + 2 * mid * h_out * h_out + c_out * h_out * h_out
+    kernels = 9 + (g > 1) + (stride == 1 and c_in == c_out)
+    return (float(macs), float(params), float(memory), float(kernels))
+
+
+class FBNet(SearchSpace):
+    """The FBNet layer-wise space of HW-NAS-Bench (9^22 architectures)."""
+
+    name = "fbnet"
+    choices = (9,) * 22
+
+    def __init__(self, num_classes: int = 100, resolution: int = 32):
+        self.num_classes = num_classes
+        self.resolution = resolution
+
+    def parse(self, arch: Any) -> np.ndarray:
+        if isinstance(arch, dict):
+            arch = arch.get("op_idx_list", arch.get("arch_str"))
+        if isinstance(arch, str):
+            arch = [t for t in arch.replace(",", "-").replace(" ", "-").split("-") if t]
+        if not isinstance(arch, (list, tuple, np.ndarray)):
+            raise TypeError(f"fbnet: an architecture is 22 block names or indices, got {type(arch).__name__}: {arch!r}")
+        if len(arch) != 22:
+            raise ValueError(f"fbnet: an architecture has 22 layers, got {len(arch)}")
+        out = np.empty(22, dtype=np.int64)
+        for i, b in enumerate(arch):
+            if isinstance(b, str):
+                if b not in BLOCKS:
+                    raise ValueError(f"fbnet: unknown block {b!r} at layer {i}; expected one of {BLOCKS}")
+                out[i] = BLOCKS.index(b)
+            elif isinstance(b, (int, np.integer)) and not isinstance(b, bool):
+                if not 0 <= b < 9:
+                    raise ValueError(f"fbnet: block index {b} at layer {i} is out of range 0..8")
+                out[i] = b
+            else:
+                raise TypeError(f"fbnet: layer {i} must be a block name or index, got {b!r}")
+        return out
+
+    def format(self, indices) -> str:
+        return "-".join(BLOCKS[int(i)] for i in indices)
+
+    def cost_table(self) -> np.ndarray:
+        table = np.zeros((22, 9, 4))
+        for layer, (c_in, c_out, stride, h) in enumerate(layer_shapes(self.resolution)):
+            for b, name in enumerate(BLOCKS):
+                table[layer, b] = _block_cost(name, c_in, c_out, stride, h)
+        return table
+
+    def fixed_cost(self) -> np.ndarray:
+        r = self.resolution
+        h_last = layer_shapes(r)[-1][3]
+        macs = 27 * STEM_CHANNELS * r * r + CHANNELS[-1] * HEAD_CHANNELS * h_last ** 2 + HEAD_CHANNELS * self.num_classes
+        params = 27 * STEM_CHANNELS + CHANNELS[-1] * HEAD_CHANNELS + HEAD_CHANNELS * self.num_classes
+        memory = (3 + STEM_CHANNELS) * r * r + (CHANNELS[-1] + HEAD_CHANNELS) * h_last ** 2
+        return np.array([macs, params, memory, 8.0])

@@ -1,0 +1,117 @@
+"""NAS-Bench-201: a cell of 4 nodes and 6 edges, each edge one of 5 operations.
+
+Architectures are accepted as the NAS-Bench-201 string
+``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (the keys of HELP's ``str_arch2idx.pt``), as 6 op
+names, or as 6 op indices in that string's edge order: ``1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2``.
+Op indices follow the NAS-Bench-201 API: 0 none, 1 skip_connect, 2 nor_conv_1x1,
+3 nor_conv_3x3, 4 avg_pool_3x3.
+
+The network is the standard CIFAR one: a 3x3 stem (16 channels, 32x32 input), three stages of
+5 cells (C = 16, 32, 64 at 32, 16, 8 pixels) joined by residual reduction blocks, global
+pooling and a linear classifier.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import SearchSpace
+
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+#: (target node, source node) of each edge, in string order.
+EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+STAGES = ((16, 32), (32, 16), (64, 8))  # (channels, feature-map side)
+CELLS_PER_STAGE = 5
+
+
+def _op_cost(op: str, c: int, h: int) -> tuple[float, float, float, float]:
+    """(MACs, params, memory elements, kernels) of one edge op, including its add into the node."""
+    hw = h * h
+    if op == "none":
+        return (0.0, 0.0, 0.0, 0.0)
+    if op == "skip_connect":
+        return (0.0, 0.0, 2.0 * c * hw, 1.0)
+    if op == "avg_pool_3x3":
+        return (9.0 * c * hw, 0.0, 3.0 * c * hw, 2.0)
+    k = 1 if op == "nor_conv_1x1" else 3
+    # ReLU -> Conv(k x k) -> BN, then the add into the node sum
+    return (float(k * k * c * c * hw), float(k * k * c * c), 5.0 * c * hw, 4.0)
+
+
+class NASBench201(SearchSpace):
+    """The NAS-Bench-201 cell space (15,625 architectures)."""
+
+    name = "nasbench201"
+    choices = (5,) * 6
+
+    def __init__(self, num_classes: int = 10):
+        self.num_classes = num_classes
+
+    def parse(self, arch: Any) -> np.ndarray:
+        if isinstance(arch, str):
+            ops = self._ops_from_string(arch)
+        elif isinstance(arch, (list, tuple, np.ndarray)):
+            ops = list(arch)
+        else:
+            raise TypeError(
+                f"nasbench201: an architecture is a string like '|nor_conv_3x3~0|+|...|' or 6 ops, "
+                f"got {type(arch).__name__}: {arch!r}"
+            )
+        if len(ops) != 6:
+            raise ValueError(f"nasbench201: an architecture has 6 edges, got {len(ops)}: {arch!r}")
+        out = np.empty(6, dtype=np.int64)
+        for i, op in enumerate(ops):
+            if isinstance(op, str):
+                if op not in OPS:
+                    raise ValueError(f"nasbench201: unknown op {op!r} on edge {i}; expected one of {OPS}")
+                out[i] = OPS.index(op)
+            elif isinstance(op, (int, np.integer)) and not isinstance(op, bool):
+                if not 0 <= op < 5:
+                    raise ValueError(f"nasbench201: op index {op} on edge {i} is out of range 0..4")
+                out[i] = op
+            else:
+                raise TypeError(f"nasbench201: op on edge {i} must be a name or an index, got {op!r}")
+        return out
+
+    @staticmethod
+    def _ops_from_string(s: str) -> list[str]:
+        nodes = s.strip().strip("|").split("|+|")
+        if len(nodes) != 3:
+            raise ValueError(f"nasbench201: expected 3 nodes separated by '+', got {len(nodes)} in {s!r}")
+        ops = []
+        for target, node in enumerate(nodes, start=1):
+            tokens = node.strip("|").split("|")
+            if len(tokens) != target:
+                raise ValueError(
+                    f"nasbench201: node {target} must have {target} input edge(s), got {len(tokens)} in {s!r}"
+                )
+            for source, token in enumerate(tokens):
+                op, sep, src = token.partition("~")
+                if not sep or src != str(source):
+                    raise ValueError(f"nasbench201: malformed edge {token!r} (expected 'op~{source}') in {s!r}")
+                ops.append(op)
+        return ops
+
+    def format(self, indices) -> str:
+        ops = [OPS[int(i)] for i in indices]
+        return "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*ops)
+
+    def cost_table(self) -> np.ndarray:
+        table = np.zeros((6, 5, 4))
+        for c, h in STAGES:
+            for o, op in enumerate(OPS):
+                table[:, o] += CELLS_PER_STAGE * np.asarray(_op_cost(op, c, h))
+        return table
+
+    def fixed_cost(self) -> np.ndarray:
+        macs = 27 * 16 * 32 * 32  # stem
+        params = 27 * 16
+        for (c_in, _), (c_out, h) in zip(STAGES[:-1], STAGES[1:]):  # residual reduction blocks
+            hw = h * h
+            macs += 9 * c_in * c_out * hw + 9 * c_out * c_out * hw + c_in * c_out * hw
+            params += 9 * c_in * c_out + 9 * c_out * c_out + c_in * c_out
+        macs += 64 * self.num_classes
+        params += 64 * self.num_classes
+        memory = 2 * 16 * 32 * 32 + 2 * (32 * 16 * 16) * 3 + 2 * (64 * 8 * 8) * 3
+        return np.array([macs, params, memory, 12.0])

@@ -1,0 +1,1 @@
+"""Adapters that plug a LatencyEstimator into NAS frameworks (OFA, NNI, NASLib, HAT, ...)."""
