@@ -20,13 +20,17 @@ class RidgeHead:
     intercept: float
     x_mean: np.ndarray
     x_scale: np.ndarray
-    alpha: float
+    alpha: np.ndarray  # chosen strength per feature group
     noise_var: float
     precision_inv: np.ndarray  # (Z'Z + alpha I)^-1, for predictive variance
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, alphas=DEFAULT_ALPHAS) -> "RidgeHead":
-        """Fit on ``x`` ``[n, k]`` and ``y`` ``[n]``; pick ``alpha`` by exact leave-one-out error."""
+    def fit(cls, x: np.ndarray, y: np.ndarray, alphas=DEFAULT_ALPHAS, groups: tuple[int, ...] | None = None) -> "RidgeHead":
+        """Fit on ``x`` ``[n, k]`` and ``y`` ``[n]``; pick the ridge strength by exact leave-one-out error.
+
+        ``groups`` (sizes summing to ``k``) gives each block of features its own strength, chosen
+        jointly from ``alphas`` x ``alphas``...; default one strength for all.
+        """
         n = len(y)
         if n < 2:
             raise ValueError(f"need at least 2 measurements to fit, got {n}")
@@ -37,20 +41,26 @@ class RidgeHead:
         y_mean = float(y.mean())
         yc = y - y_mean
         gram = z.T @ z
+        groups = groups or (z.shape[1],)
+        if sum(groups) != z.shape[1]:
+            raise ValueError(f"groups {groups} do not add up to {z.shape[1]} features")
+        import itertools
+
         best = None
-        for a in alphas:
-            inv = np.linalg.inv(gram + a * np.eye(z.shape[1]))
+        for combo in itertools.product(alphas, repeat=len(groups)):
+            a = np.repeat(combo, groups)
+            inv = np.linalg.inv(gram + np.diag(a))
             hat = z @ inv @ z.T
             resid = yc - hat @ yc
             leverage = np.diag(hat) + 1.0 / n  # the intercept is fit too
             loo = float(np.mean((resid / np.maximum(1.0 - leverage, 1e-6)) ** 2))
             if best is None or loo < best[0]:
-                best = (loo, a, inv, resid)
+                best = (loo, combo, inv, resid)
         _, alpha, inv, resid = best
         coef = inv @ z.T @ yc
         dof = max(n - 1 - np.trace(z @ inv @ z.T), 1.0)
         noise_var = float(resid @ resid / dof)
-        return cls(coef, y_mean, x_mean, x_scale, float(alpha), noise_var, inv)
+        return cls(coef, y_mean, x_mean, x_scale, np.asarray(alpha, dtype=np.float64), noise_var, inv)
 
     def predict(self, x: np.ndarray, return_std: bool = False):
         z = (x - self.x_mean) / self.x_scale
@@ -68,11 +78,11 @@ class RidgeHead:
 
     def state(self) -> dict[str, np.ndarray]:
         return {"coef": self.coef, "intercept": np.array([self.intercept]), "x_mean": self.x_mean,
-                "x_scale": self.x_scale, "alpha": np.array([self.alpha]),
+                "x_scale": self.x_scale, "alpha": np.atleast_1d(self.alpha),
                 "noise_var": np.array([self.noise_var]), "precision_inv": self.precision_inv}
 
     @classmethod
     def from_state(cls, s: dict[str, np.ndarray]) -> "RidgeHead":
         return cls(np.asarray(s["coef"], np.float64), float(s["intercept"][0]), np.asarray(s["x_mean"], np.float64),
-                   np.asarray(s["x_scale"], np.float64), float(s["alpha"][0]), float(s["noise_var"][0]),
+                   np.asarray(s["x_scale"], np.float64), np.asarray(s["alpha"], np.float64), float(s["noise_var"][0]),
                    np.asarray(s["precision_inv"], np.float64))

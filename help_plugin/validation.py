@@ -20,7 +20,7 @@ def check_latencies(values, name: str = "latencies_ms") -> np.ndarray:
     bad = ~np.isfinite(arr) | (arr <= 0)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"{name}[{i}] = {arr[i]!r} is not a finite positive latency in ms")
+        raise ValueError(f"{name}[{i}] = {float(arr[i])!r} is not a finite positive latency in ms")
     return arr
 
 

@@ -48,7 +48,7 @@ class SearchSpace(abc.ABC):
 
     def canonical(self, arch: Any) -> str:
         """A canonical string key for ``arch`` (stable across input forms)."""
-        out = self.format(self.parse(arch))
+        out = self.format(self.to_indices([arch])[0] if isinstance(arch, np.ndarray) else self.parse(arch))
         return out if isinstance(out, str) else self._dict_key(out)
 
     @staticmethod
@@ -71,10 +71,16 @@ class SearchSpace(abc.ABC):
                 f"expected a sequence of {self.name} architectures, got a single {type(archs).__name__}; "
                 "wrap it in a list"
             )
-        rows = [self.parse(a) for a in archs]
+        rows = [self._check_row(a) if isinstance(a, np.ndarray) else self.parse(a) for a in archs]
         if not rows:
             return np.zeros((0, self.arch_length), dtype=np.int64)
         return np.stack(rows).astype(np.int64)
+
+    def _check_row(self, row: np.ndarray) -> np.ndarray:
+        if row.dtype.kind not in "iu":
+            return self.parse(row)
+        self.check_indices(row.reshape(1, -1))
+        return row.astype(np.int64)
 
     def check_indices(self, arr: np.ndarray) -> None:
         """Raise ``ValueError`` if an index array has the wrong shape or an out-of-range value."""
@@ -106,12 +112,14 @@ class SearchSpace(abc.ABC):
         out[np.arange(len(indices))[:, None], indices + offsets] = 1.0
         return out
 
-    def encode(self, indices: np.ndarray) -> np.ndarray:
-        """The predictor's input: one-hot plus log analytic costs, ``[n, encoding_dim]`` float32."""
+    def encode(self, indices: np.ndarray, costs: np.ndarray | None = None) -> np.ndarray:
+        """The predictor's input: one-hot plus log analytic costs, ``[n, encoding_dim]`` float32.
+
+        ``costs`` may pass in ``cost_features(indices)`` when the caller has it already.
+        """
         indices = self.to_indices(indices)
-        return np.concatenate(
-            [self.one_hot(indices), np.log1p(self.cost_features(indices)).astype(np.float32)], axis=1
-        )
+        costs = self.cost_features(indices) if costs is None else costs
+        return np.concatenate([self.one_hot(indices), np.log1p(costs).astype(np.float32)], axis=1)
 
     @property
     def encoding_dim(self) -> int:
@@ -127,8 +135,15 @@ class SearchSpace(abc.ABC):
         activation memory traffic (elements read + written) and number of kernels launched.
         """
         indices = self.to_indices(indices)
-        table = self.cost_table()
-        return table[np.arange(self.arch_length)[None, :], indices].sum(axis=1) + self.fixed_cost()
+        table = self._flat_cost_table()
+        offsets = np.arange(self.arch_length) * table.shape[0] // self.arch_length
+        return table[indices + offsets].sum(axis=1) + self.fixed_cost()
+
+    def _flat_cost_table(self) -> np.ndarray:
+        if getattr(self, "_flat_table", None) is None:
+            t = self.cost_table()
+            self._flat_table = t.reshape(-1, t.shape[-1])
+        return self._flat_table
 
     def cost_table(self) -> np.ndarray:
         """Per-position, per-choice cost ``[arch_length, max_choice, 4]`` of an additive space."""
@@ -145,6 +160,17 @@ class SearchSpace(abc.ABC):
     def params(self, arch: Any) -> float:
         """Parameter count of the searchable network (conv/linear weights)."""
         return float(self.cost_features(self.to_indices([arch]))[0, 1])
+
+    # ------------------------------------------------------------------ networks
+    input_shape: tuple[int, ...] = ()  # (channels, height, width) of one input image
+
+    def build_network(self, arch: Any):
+        """A ``torch.nn.Module`` of the architecture, as the benchmark measured it."""
+        raise NotImplementedError(f"{self.name} has no network builder yet")
+
+    def input_size(self, arch: Any) -> tuple[int, ...]:
+        """``(channels, height, width)`` of this architecture's input."""
+        return self.input_shape
 
     # ------------------------------------------------------------------ relaxed (differentiable) input
     @property

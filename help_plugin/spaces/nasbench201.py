@@ -44,6 +44,7 @@ class NASBench201(SearchSpace):
 
     name = "nasbench201"
     choices = (5,) * 6
+    input_shape = (3, 32, 32)
 
     def __init__(self, num_classes: int = 10):
         self.num_classes = num_classes
@@ -97,6 +98,9 @@ class NASBench201(SearchSpace):
         ops = [OPS[int(i)] for i in indices]
         return "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*ops)
 
+    def build_network(self, arch: Any):
+        return build_network(self.parse(arch) if not isinstance(arch, np.ndarray) else arch, self.num_classes)
+
     def cost_table(self) -> np.ndarray:
         table = np.zeros((6, 5, 4))
         for c, h in STAGES:
@@ -115,3 +119,53 @@ class NASBench201(SearchSpace):
         params += 64 * self.num_classes
         memory = 2 * 16 * 32 * 32 + 2 * (32 * 16 * 16) * 3 + 2 * (64 * 8 * 8) * 3
         return np.array([macs, params, memory, 12.0])
+
+
+def build_network(indices, num_classes: int = 10, channels: int = 16, cells_per_stage: int = CELLS_PER_STAGE):
+    """The NAS-Bench-201 CIFAR network of one architecture as a ``torch.nn.Module`` (input ``[b, 3, 32, 32]``)."""
+    import torch
+    from torch import nn
+
+    def relu_conv_bn(c_in, c_out, k, stride):
+        return nn.Sequential(nn.ReLU(), nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False), nn.BatchNorm2d(c_out))
+
+    class Zero(nn.Module):
+        def forward(self, x):
+            return x.mul(0.0)
+
+    def op(name, c):
+        return {"none": Zero, "skip_connect": nn.Identity,
+                "nor_conv_1x1": lambda: relu_conv_bn(c, c, 1, 1),
+                "nor_conv_3x3": lambda: relu_conv_bn(c, c, 3, 1),
+                "avg_pool_3x3": lambda: nn.AvgPool2d(3, 1, 1, count_include_pad=False)}[name]()
+
+    class Cell(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.edges = nn.ModuleList(op(OPS[int(i)], c) for i in indices)
+
+        def forward(self, x):
+            nodes = [x]
+            for target in (1, 2, 3):
+                nodes.append(sum(self.edges[e](nodes[src]) for e, (t, src) in enumerate(EDGES) if t == target))
+            return nodes[3]
+
+    class Reduction(nn.Module):
+        def __init__(self, c_in, c_out):
+            super().__init__()
+            self.conv_a = relu_conv_bn(c_in, c_out, 3, 2)
+            self.conv_b = relu_conv_bn(c_out, c_out, 3, 1)
+            self.shortcut = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(c_in, c_out, 1, bias=False))
+
+        def forward(self, x):
+            return self.shortcut(x) + self.conv_b(self.conv_a(x))
+
+    layers: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)]
+    c = channels
+    for stage in range(3):
+        if stage:
+            layers.append(Reduction(c, 2 * c))
+            c *= 2
+        layers.extend(Cell(c) for _ in range(cells_per_stage))
+    layers += [nn.BatchNorm2d(c), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes)]
+    return nn.Sequential(*layers)

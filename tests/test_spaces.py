@@ -1,0 +1,111 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from help_plugin import get_space
+from help_plugin.spaces import FBNet, NASBench201, OFAMobileNetV3
+
+NB = "|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|"
+
+
+def test_nasbench201_round_trip_every_form():
+    sp = get_space("nasbench201")
+    idx = sp.parse(NB)
+    assert idx.tolist() == [3, 0, 2, 1, 2, 4]
+    assert sp.format(idx) == NB
+    assert sp.canonical([3, 0, 2, 1, 2, 4]) == sp.canonical(NB.split("|+|")[0] and NB)
+    assert sp.canonical(["nor_conv_3x3", "none", "nor_conv_1x1", "skip_connect", "nor_conv_1x1", "avg_pool_3x3"]) == NB
+
+
+def test_all_nasbench201_data_strings_parse(nb201):
+    sp = nb201.space
+    assert len({sp.format(r) for r in nb201.archs}) == 15625
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("|conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|", "unknown op 'conv_9x9'"),
+    ("|none~0|+|none~0|none~1|", "3 nodes"),
+    ([0, 1, 2], "6 edges, got 3"),
+    ([0, 1, 2, 3, 4, 7], "op index 7"),
+    (3.5, "got float"),
+])
+def test_nasbench201_rejects_bad_archs(bad, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        NASBench201().parse(bad)
+
+
+def test_fbnet_order_matches_shared_metainfo():
+    from help_plugin.data import _torch_load, default_data_dir
+
+    meta = _torch_load(default_data_dir() / "fbnet" / "metainfo.pt")
+    sp = FBNet()
+    for a in meta["arch"][:50]:
+        assert sp.parse(a["arch_str"]).tolist() == a["op_idx_list"]
+    assert sp.canonical(meta["arch"][0]["arch_str"]) == sp.canonical(meta["arch"][0]["op_idx_list"])
+    with pytest.raises(ValueError, match="unknown block 'k7_e6'"):
+        sp.parse(["k7_e6"] * 22)
+    with pytest.raises(ValueError, match="22 layers, got 21"):
+        sp.parse([0] * 21)
+
+
+def test_ofa_accepts_both_finder_conventions_and_validates():
+    sp = OFAMobileNetV3()
+    base = {"ks": [3, 5, 7, 3] * 5, "e": [3, 4, 6, 4] * 5, "d": [2, 3, 4, 2, 3]}
+    a = sp.parse({**base, "r": 176})
+    assert (sp.parse({**base, "r": [176], "wid": None}) == a).all()
+    assert (sp.parse({**base, "image_size": 176}) == a).all()
+    assert sp.format(a) == {**base, "r": 176}
+    json.dumps(sp.format(a))
+    for bad, match in [({**base, "r": 300}, "resolution r = 300"), ({**base, "r": 176, "ks": [4] * 20}, r"ks\[0\] = 4"),
+                       ({**base, "r": 176, "d": [2, 3]}, "d must be a list of 5"), ({"ks": [3] * 20}, "missing")]:
+        with pytest.raises(ValueError, match=match):
+            sp.parse(bad)
+
+
+def test_ofa_inactive_layers_do_not_change_cost_or_encoding():
+    sp = OFAMobileNetV3()
+    a = {"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "r": 224}
+    b = {**a, "ks": [3, 3, 7, 7] * 5, "e": [3, 3, 6, 6] * 5}  # only layers 3-4 of each stage differ
+    ia, ib = sp.to_indices([a, b])
+    np.testing.assert_array_equal(sp.encode(ia[None]), sp.encode(ib[None]))
+    big = {"ks": [7] * 20, "e": [6] * 20, "d": [4] * 5, "r": 224}
+    assert sp.flops(big) > sp.flops(a) * 3
+    assert sp.flops({**big, "r": 128}) < sp.flops(big) / 2.5
+
+
+def test_nasbench201_flops_match_published_range(nb201):
+    sp = nb201.space
+    flops = sp.cost_features(nb201.archs)[:, 0] / 1e6
+    # NAS-Bench-201 CIFAR-10 networks range from ~7.8 to ~220 MFLOPs
+    assert 7 < flops.min() < 9 and 219 < flops.max() < 221
+
+
+@pytest.mark.parametrize("name", ["nasbench201", "fbnet", "ofa"])
+def test_sampling_encoding_shapes(name):
+    sp = get_space(name)
+    idx = sp.sample(64, seed=1)
+    assert idx.shape == (64, sp.arch_length)
+    assert (sp.sample(64, seed=1) == idx).all()
+    enc = sp.encode(idx)
+    assert enc.shape == (64, sp.encoding_dim) and enc.dtype == np.float32 and np.isfinite(enc).all()
+    formatted = [sp.format(r) for r in idx]
+    np.testing.assert_array_equal(sp.to_indices(formatted), idx)
+    with pytest.raises(ValueError, match="out of range"):
+        bad = idx.copy()
+        bad[0, -1] = 99
+        sp.to_indices(bad)
+
+
+@pytest.mark.parametrize("name", ["nasbench201", "fbnet"])
+def test_relaxed_encoding_equals_hard_encoding_on_one_hot(name):
+    sp = get_space(name)
+    idx = sp.sample(8, seed=0)
+    probs = torch.nn.functional.one_hot(torch.from_numpy(idx), max(sp.choices)).double()
+    np.testing.assert_allclose(sp.relaxed_encode(probs).numpy(), sp.encode(idx), rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_space():
+    with pytest.raises(ValueError, match="unknown search space 'nb301'"):
+        get_space("nb301")
