@@ -71,13 +71,13 @@ def hardware_embedding(reference_ms: np.ndarray) -> np.ndarray:
 # ============================================================================ help+ (default)
 @dataclass
 class PoolBasisConfig:
-    hidden: int = 256
+    hidden: int = 128
     depth: int = 2
     steps: int = 4000
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 1e-5
-    ensemble: int = 1
+    ensemble: int = 3  # averaged pool networks (NB201: 0.956 -> 0.967 mean rho at 10 shots)
     group_penalties: bool = True  # separate ridge strengths for analytic costs and pool latencies
     train_threads: int = 1
     seed: int = 0
@@ -155,7 +155,8 @@ class PoolBasisLearner:
 
     def basis(self, indices: np.ndarray) -> np.ndarray:
         costs = self.space.cost_features(indices)
-        with torch.inference_mode():
+        threads = 1 if len(indices) < 4096 else torch.get_num_threads()  # small batches: threads only add overhead
+        with torch.inference_mode(), torch_threads(threads):
             enc = torch.from_numpy(self.space.encode(indices, costs))
             pool_ms = self.basis_torch(enc, torch.zeros(len(enc), 0))
         return np.concatenate([costs, pool_ms.double().numpy()], axis=1)
