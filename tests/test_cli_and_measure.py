@@ -1,0 +1,71 @@
+import json
+
+import numpy as np
+import pytest
+
+from help_plugin import HELPEstimator
+from help_plugin.cli import main
+from help_plugin.evaluation import run_benchmark
+from help_plugin.measure import CallableDevice, LocalTorchDevice
+
+
+def test_help_text_explains_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("meta-train", "adapt", "predict", "benchmark", "demo", "references"):
+        assert cmd in out
+
+
+def test_adapt_and_predict_round_trip_through_csv(tmp_path, capsys, fbnet):
+    main(["references", "--space", "fbnet", "--out", str(tmp_path / "refs.json")])
+    refs = json.loads((tmp_path / "refs.json").read_text())["reference_archs"]
+    lat = fbnet.latency("raspi4")
+    rows = np.concatenate([fbnet.reference_rows, np.arange(100, 110)])
+    with open(tmp_path / "m.csv", "w") as f:
+        f.write("space,arch,device,latency_ms\n")
+        for r in rows:
+            f.write(f"fbnet,{fbnet.space.format(fbnet.archs[r])},my_pi,{lat[r]}\n")
+    assert [fbnet.space.format(a) for a in fbnet.archs[fbnet.reference_rows]] == refs
+    assert main(["adapt", "--space", "fbnet", "--measurements", str(tmp_path / "m.csv"), "--device", "my_pi",
+                 "--out", str(tmp_path / "pi.safetensors")]) == 0
+    (tmp_path / "archs.txt").write_text("\n".join(fbnet.space.format(a) for a in fbnet.archs[200:205]))
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "pi.safetensors"), "--archs", str(tmp_path / "archs.txt")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    direct = HELPEstimator.load(tmp_path / "pi.safetensors").predict(fbnet.archs[200:205])
+    np.testing.assert_allclose([o["latency_ms"] for o in out], direct, rtol=1e-3)
+    # an unknown device in the table is a clear error, not a traceback
+    assert main(["adapt", "--space", "fbnet", "--measurements", str(tmp_path / "m.csv"), "--device", "nope",
+                 "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "unknown device 'nope'" in capsys.readouterr().err
+
+
+def test_benchmark_protocol_small(nb201):
+    r = run_benchmark("nasbench201", methods=["help+", "flops"], shots=[10], seeds=[0], data=nb201)
+    s = r.summary()
+    assert s["help+"][10]["measurements"] == 20
+    assert s["help+"][10]["mean"]["spearman"][0] > s["flops"][10]["mean"]["spearman"][0] > 0.5
+    assert all(row["n_scored"] > 7000 for row in r.runs)  # all held-out archs are scored
+    assert "| help+ | 10 | 20 |" in r.table()
+    h = run_benchmark("nasbench201", methods=["flops"], shots=[10], seeds=[0], data=nb201, protocol="help")
+    assert all(row["n_scored"] == 800 for row in h.runs)
+
+
+def test_local_cpu_timing_is_consistent():
+    dev = LocalTorchDevice("nasbench201", passes=3, runs=2, warmup=1)
+    archs = ["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+             "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"]
+    m = dev.measure(archs)
+    assert m.per_pass_ms.shape == (3, 2) and (m.latency_ms > 0).all()
+    assert m.latency_ms[1] > m.latency_ms[0]  # 9 3x3 convs per cell cost more than nothing
+    assert dev.device_id.startswith("local-cpu-t1-b1-")
+
+
+def test_callable_device_rejects_bad_measurements():
+    with pytest.raises(ValueError, match="nan"):
+        CallableDevice("nasbench201", lambda a: float("nan")).measure(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"])
+    def broken(a):
+        raise OSError("adb: device offline")
+    with pytest.raises(RuntimeError, match="adb: device offline"):
+        CallableDevice("nasbench201", broken).measure(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"])
