@@ -109,3 +109,14 @@ def test_relaxed_encoding_equals_hard_encoding_on_one_hot(name):
 def test_unknown_space():
     with pytest.raises(ValueError, match="unknown search space 'nb301'"):
         get_space("nb301")
+
+
+@pytest.mark.parametrize("name", ["nasbench201", "fbnet"])
+def test_built_networks_match_analytic_parameter_count(name):
+    sp = get_space(name)
+    for idx in sp.sample(3, seed=2):
+        net = sp.build_network(idx)
+        weights = sum(m.weight.numel() for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+        assert weights == pytest.approx(sp.params(idx), rel=0.02)
+        out = net.eval()(torch.randn(1, *sp.input_size(idx)))
+        assert out.shape == (1, sp.num_classes)

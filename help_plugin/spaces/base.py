@@ -76,6 +76,25 @@ class SearchSpace(abc.ABC):
             return np.zeros((0, self.arch_length), dtype=np.int64)
         return np.stack(rows).astype(np.int64)
 
+    def _names_to_indices(self, values, names: Sequence[str], item: str, where: str) -> np.ndarray:
+        """Map a sequence of choice names or indices (``names`` order) to an index vector.
+
+        ``item``/``where`` word the errors, e.g. ``"op"``/``"edge"`` -> "unknown op 'x' on edge 2".
+        """
+        out = np.empty(len(values), dtype=np.int64)
+        for i, v in enumerate(values):
+            if isinstance(v, str):
+                if v not in names:
+                    raise ValueError(f"{self.name}: unknown {item} {v!r} on {where} {i}; expected one of {tuple(names)}")
+                out[i] = names.index(v)
+            elif isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+                if not 0 <= v < len(names):
+                    raise ValueError(f"{self.name}: {item} index {v} on {where} {i} is out of range 0..{len(names) - 1}")
+                out[i] = v
+            else:
+                raise TypeError(f"{self.name}: the {item} on {where} {i} must be a name or an index, got {v!r}")
+        return out
+
     def _check_row(self, row: np.ndarray) -> np.ndarray:
         if row.dtype.kind not in "iu":
             return self.parse(row)

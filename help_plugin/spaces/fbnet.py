@@ -80,22 +80,18 @@ class FBNet(SearchSpace):
             raise TypeError(f"fbnet: an architecture is 22 block names or indices, got {type(arch).__name__}: {arch!r}")
         if len(arch) != 22:
             raise ValueError(f"fbnet: an architecture has 22 layers, got {len(arch)}")
-        out = np.empty(22, dtype=np.int64)
-        for i, b in enumerate(arch):
-            if isinstance(b, str):
-                if b not in BLOCKS:
-                    raise ValueError(f"fbnet: unknown block {b!r} at layer {i}; expected one of {BLOCKS}")
-                out[i] = BLOCKS.index(b)
-            elif isinstance(b, (int, np.integer)) and not isinstance(b, bool):
-                if not 0 <= b < 9:
-                    raise ValueError(f"fbnet: block index {b} at layer {i} is out of range 0..8")
-                out[i] = b
-            else:
-                raise TypeError(f"fbnet: layer {i} must be a block name or index, got {b!r}")
-        return out
+        return self._names_to_indices(arch, BLOCKS, "block", "layer")
 
     def format(self, indices) -> str:
         return "-".join(BLOCKS[int(i)] for i in indices)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (3, self.resolution, self.resolution)
+
+    def build_network(self, arch: Any):
+        idx = arch if isinstance(arch, np.ndarray) else self.parse(arch)
+        return build_network(idx, self.num_classes, self.resolution)
 
     def cost_table(self) -> np.ndarray:
         table = np.zeros((22, 9, 4))
@@ -111,3 +107,46 @@ class FBNet(SearchSpace):
         params = 27 * STEM_CHANNELS + CHANNELS[-1] * HEAD_CHANNELS + HEAD_CHANNELS * self.num_classes
         memory = (3 + STEM_CHANNELS) * r * r + (CHANNELS[-1] + HEAD_CHANNELS) * h_last ** 2
         return np.array([macs, params, memory, 8.0])
+
+
+def build_network(indices, num_classes: int = 100, resolution: int = 32):
+    """The FBNet network of one architecture as a ``torch.nn.Module`` (input ``[b, 3, r, r]``)."""
+    from torch import nn
+
+    class ChannelShuffle(nn.Module):
+        def __init__(self, groups):
+            super().__init__()
+            self.groups = groups
+
+        def forward(self, x):
+            n, c, h, w = x.shape
+            return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+    def conv_bn(c_in, c_out, k, stride=1, groups=1, relu=True):
+        layers = [nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out)]
+        return layers + [nn.ReLU(inplace=True)] if relu else layers
+
+    class Block(nn.Module):
+        def __init__(self, name, c_in, c_out, stride):
+            super().__init__()
+            spec = block_spec(name)
+            self.residual = spec is not None and stride == 1 and c_in == c_out
+            if spec is None:
+                identity = stride == 1 and c_in == c_out
+                self.body = nn.Identity() if identity else nn.Sequential(*conv_bn(c_in, c_out, 1, stride))
+                return
+            k, e, g = spec
+            mid = c_in * e
+            layers = conv_bn(c_in, mid, 1, groups=g) + ([ChannelShuffle(g)] if g > 1 else [])
+            layers += conv_bn(mid, mid, k, stride, groups=mid) + conv_bn(mid, c_out, 1, groups=g, relu=False)
+            self.body = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return x + self.body(x) if self.residual else self.body(x)
+
+    layers = conv_bn(3, STEM_CHANNELS, 3)
+    for i, (c_in, c_out, stride, _) in zip(indices, layer_shapes(resolution)):
+        layers.append(Block(BLOCKS[int(i)], c_in, c_out, stride))
+    layers += conv_bn(CHANNELS[-1], HEAD_CHANNELS, 1) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                                          nn.Linear(HEAD_CHANNELS, num_classes)]
+    return nn.Sequential(*layers)

@@ -61,19 +61,7 @@ class NASBench201(SearchSpace):
             )
         if len(ops) != 6:
             raise ValueError(f"nasbench201: an architecture has 6 edges, got {len(ops)}: {arch!r}")
-        out = np.empty(6, dtype=np.int64)
-        for i, op in enumerate(ops):
-            if isinstance(op, str):
-                if op not in OPS:
-                    raise ValueError(f"nasbench201: unknown op {op!r} on edge {i}; expected one of {OPS}")
-                out[i] = OPS.index(op)
-            elif isinstance(op, (int, np.integer)) and not isinstance(op, bool):
-                if not 0 <= op < 5:
-                    raise ValueError(f"nasbench201: op index {op} on edge {i} is out of range 0..4")
-                out[i] = op
-            else:
-                raise TypeError(f"nasbench201: op on edge {i} must be a name or an index, got {op!r}")
-        return out
+        return self._names_to_indices(ops, OPS, "op", "edge")
 
     @staticmethod
     def _ops_from_string(s: str) -> list[str]:
