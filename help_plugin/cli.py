@@ -136,6 +136,29 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
+def cmd_measure(args) -> int:
+    from .measure import LocalTorchDevice
+    from .spaces import get_space
+    from .store import MeasurementStore, measure_archs
+
+    space = get_space(args.space)
+    if args.archs:
+        archs = _read_archs(args.archs, space)
+    else:
+        archs = space.sample(args.random, args.seed)
+    device = LocalTorchDevice(space, threads=args.threads, batch_size=args.batch_size, passes=args.passes,
+                              seed=args.seed)
+    store = MeasurementStore(args.store)
+    ms, info = measure_archs(device, archs, store, progress=not args.quiet)
+    summary = {"device": device.device_id, "settings": device.settings, "store": str(store.path),
+               "architectures": len(ms), **info,
+               "median_chunk_retest_rho": float(np.median(info["chunk_retest_rho"])) if info["chunk_retest_rho"] else None}
+    if args.export:
+        summary["exported_rows"] = store.export_csv(args.export, space=space.name, device_id=device.device_id)
+    _emit(summary, None)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import format_report, run_demo
 
@@ -179,6 +202,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_demo)
+
+    ms = sub.add_parser("measure", help="time architectures on this CPU into the measurement store",
+                        description="Builds each architecture in PyTorch and times it on this CPU (interleaved passes, "
+                                    "min of runs per pass, median over passes). Results go to a SQLite store keyed by "
+                                    "device id + space + arch + settings: nothing is measured twice, an interrupted run "
+                                    "resumes. --export writes the tidy CSV that meta-train/adapt read.")
+    ms.add_argument("--space", choices=["nasbench201", "fbnet"], default="nasbench201")
+    group = ms.add_mutually_exclusive_group(required=True)
+    group.add_argument("--archs", help="file of architectures (one per line, or a JSON list)")
+    group.add_argument("--random", type=int, help="this many random architectures")
+    ms.add_argument("--seed", type=int, default=0)
+    ms.add_argument("--threads", type=int, default=1)
+    ms.add_argument("--batch-size", type=int, default=1)
+    ms.add_argument("--passes", type=int, default=5)
+    ms.add_argument("--store", help="SQLite file (default $HELP_PLUGIN_STORE or ~/.cache/help-plugin/measurements.sqlite)")
+    ms.add_argument("--export", help="also write this device's measurements as a tidy CSV")
+    ms.add_argument("--quiet", action="store_true", help="no progress bar")
+    ms.set_defaults(func=cmd_measure)
 
     r = sub.add_parser("references", help="print the reference architectures a new device must time first")
     r.add_argument("--space", choices=spaces, default="nasbench201", help="search space of the shipped model")
@@ -246,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, TypeError) as err:
+    except (ValueError, FileNotFoundError, TypeError, RuntimeError) as err:
         print(f"help-nas {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -63,6 +63,13 @@ class LocalTorchDevice:
         self.threads, self.batch_size, self.runs, self.passes, self.warmup, self.seed = (
             threads, batch_size, runs, passes, warmup, seed)
 
+    chunk_size = 25  # architectures measured (interleaved) and stored together
+
+    @property
+    def settings(self) -> str:
+        """The timing protocol, part of the measurement-store key."""
+        return f"passes={self.passes},runs={self.runs},warmup={self.warmup}"
+
     @property
     def device_id(self) -> str:
         """Stable id of (hardware, backend, threads, batch, dtype)."""
@@ -107,23 +114,48 @@ class LocalTorchDevice:
 
 
 class CallableDevice:
-    """Any black box ``measure_fn(arch) -> ms`` (a phone over adb, a remote board, a simulator)."""
+    """Any black box ``measure_fn(arch) -> ms`` (a phone over adb, a remote board, a simulator).
 
-    def __init__(self, space: str | SearchSpace, measure_fn: Callable[[Any], float], name: str = "callable"):
+    ``measure_fn`` receives the architecture in the space's canonical form (string or dict). A call
+    that raises, returns NaN/inf/<= 0, or runs past ``timeout_s`` stops the run with an error naming
+    the architecture; everything measured before it is kept by :func:`help_plugin.store.measure_archs`.
+    """
+
+    chunk_size = 1  # store every measurement as soon as it arrives
+    settings = ""
+
+    def __init__(self, space: str | SearchSpace, measure_fn: Callable[[Any], float], name: str = "callable",
+                 timeout_s: float | None = None):
         self.space = get_space(space)
         self.measure_fn = measure_fn
         self.device_id = name
+        self.timeout_s = timeout_s
 
-    def measure(self, archs: Sequence[Any], progress: bool = False) -> Measurements:
+    def _call(self, arch):
+        if self.timeout_s is None:
+            return self.measure_fn(arch)
+        from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            return pool.submit(self.measure_fn, arch).result(timeout=self.timeout_s)
+        except FutureTimeout:
+            raise TimeoutError(f"measure_fn took longer than {self.timeout_s} s") from None
+        finally:
+            pool.shutdown(wait=False)
+
+    def measure(self, archs: Any, progress: bool = False) -> Measurements:
         from tqdm.auto import tqdm
 
         t0 = time.perf_counter()
         values = []
-        for a in tqdm(list(archs), desc="measuring", disable=not progress, leave=False):
+        for row in tqdm(self.space.to_indices(archs), desc="measuring", disable=not progress, leave=False):
+            arch = self.space.format(row)
+            key = self.space.canonical(row)
             try:
-                ms = self.measure_fn(a)
+                ms = self._call(arch)
             except Exception as err:
-                raise RuntimeError(f"measure_fn failed on {self.space.canonical(a)!r}: {err}") from err
-            values.append(check_latencies([ms], f"measure_fn({self.space.canonical(a)!r})")[0])
+                raise RuntimeError(f"measure_fn failed on {key!r}: {err}") from err
+            values.append(check_latencies([ms], f"measure_fn({key!r})")[0])
         lat = np.asarray(values)
         return Measurements(lat, lat[None, :], float("nan"), time.perf_counter() - t0)

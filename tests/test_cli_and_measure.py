@@ -69,3 +69,41 @@ def test_callable_device_rejects_bad_measurements():
         raise OSError("adb: device offline")
     with pytest.raises(RuntimeError, match="adb: device offline"):
         CallableDevice("nasbench201", broken).measure(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"])
+
+
+def test_store_resumes_and_never_repeats(tmp_path):
+    from help_plugin.store import MeasurementStore, StoreError, measure_archs
+
+    calls = []
+
+    def flaky(arch):
+        calls.append(arch)
+        if len(calls) == 3:
+            raise OSError("usb unplugged")
+        return 1.0 + len(arch) / 100
+
+    store = MeasurementStore(tmp_path / "m.sqlite")
+    archs = [f"|nor_conv_3x3~0|+|{a}~0|none~1|+|none~0|none~1|none~2|" for a in
+             ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")]
+    dev = CallableDevice("nasbench201", flaky, name="board")
+    with pytest.raises(RuntimeError, match="usb unplugged"):
+        measure_archs(dev, archs, store)
+    assert len(store) == 2  # what was measured before the failure is kept
+    ms, info = measure_archs(dev, archs + archs[:1], store)  # resume; a repeated arch is measured once
+    assert info == {"cached": 3, "measured": 3, "chunk_retest_rho": []}
+    assert len(calls) == 6 and len(store) == 5
+    np.testing.assert_allclose(ms[0], ms[-1])
+    n = store.export_csv(tmp_path / "t.csv")
+    from help_plugin import load_measurements
+    back = load_measurements(tmp_path / "t.csv")
+    assert n == 5 and back.devices == ("board",)
+    (tmp_path / "bad.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreError, match="bad.sqlite"):
+        MeasurementStore(tmp_path / "bad.sqlite")
+
+
+def test_callable_device_timeout():
+    import time as _t
+    dev = CallableDevice("nasbench201", lambda a: _t.sleep(2) or 1.0, timeout_s=0.2)
+    with pytest.raises(RuntimeError, match="longer than 0.2 s"):
+        dev.measure(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"])

@@ -119,8 +119,8 @@ class SearchSpace(abc.ABC):
     # ------------------------------------------------------------------ sampling
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
         """``n`` architectures drawn uniformly at random, as indices ``[n, arch_length]``."""
-        rng = np.random.default_rng(seed)
-        return np.stack([rng.integers(0, c, size=n) for c in self.choices], axis=1).astype(np.int64)
+        rng = np.random.default_rng(seed)  # row by row, so sample(n) is a prefix of sample(n + m)
+        return rng.integers(0, np.asarray(self.choices), size=(n, self.arch_length)).astype(np.int64)
 
     # ------------------------------------------------------------------ encodings
     def one_hot(self, indices: np.ndarray) -> np.ndarray:
