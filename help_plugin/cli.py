@@ -159,6 +159,25 @@ def cmd_measure(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from .demo import adapt_on_this_machine, search_and_verify
+    from .help import HELPEstimator
+    from .measure import LocalTorchDevice
+    from .store import MeasurementStore
+
+    device = LocalTorchDevice(args.space, threads=args.threads, seed=args.seed)
+    if args.model:
+        est = HELPEstimator.load(args.model)
+    else:
+        est = adapt_on_this_machine(args.space, device, MeasurementStore(args.store), shots=args.shots,
+                                    seed=args.seed, progress=not args.quiet)
+    result = search_and_verify(est, device, args.latency_ms, cycles=args.cycles, seed=args.seed,
+                               progress=not args.quiet)
+    result.pop("candidates")
+    _emit(result, args.out)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import format_report, run_demo
 
@@ -220,6 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--export", help="also write this device's measurements as a tidy CSV")
     ms.add_argument("--quiet", action="store_true", help="no progress bar")
     ms.set_defaults(func=cmd_measure)
+
+    se = sub.add_parser("search", help="latency-constrained evolutionary search on this machine",
+                        description="Adapts the shipped model to this CPU (reference archs + K shots, measured through "
+                                    "the store, so a second run measures nothing) unless --model is given, runs "
+                                    "regularised evolution maximising the SynFlow proxy under the predicted-latency "
+                                    "limit, then re-measures the winner and reports predicted vs measured latency.")
+    se.add_argument("--space", choices=["nasbench201", "fbnet"], default="nasbench201")
+    se.add_argument("--latency-ms", type=float, required=True, help="latency limit in ms")
+    se.add_argument("--model", help="an already adapted estimator for this machine")
+    se.add_argument("--shots", type=int, default=10)
+    se.add_argument("--cycles", type=int, default=60, help="evolution cycles (default 60)")
+    se.add_argument("--threads", type=int, default=1)
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--store", help="measurement store (default ~/.cache/help-plugin/measurements.sqlite)")
+    se.add_argument("--out", help="write JSON here instead of stdout")
+    se.add_argument("--quiet", action="store_true", help="no progress bars")
+    se.set_defaults(func=cmd_search)
 
     r = sub.add_parser("references", help="print the reference architectures a new device must time first")
     r.add_argument("--space", choices=spaces, default="nasbench201", help="search space of the shipped model")

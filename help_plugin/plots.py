@@ -58,3 +58,21 @@ def predicted_vs_measured(pred_ms, true_ms, path: str | Path, title: str = "") -
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def pareto(search: dict, path: str | Path) -> Path:
+    """Search candidates: predicted latency vs. proxy score, the limit, and the re-measured winner."""
+    plt = _plt()
+    ms, score = np.array(search["candidates"]).T
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.scatter(ms, score, s=10, alpha=0.5, label="candidates (predicted)")
+    ax.axvline(search["latency_limit_ms"], color="r", ls="--", lw=1, label="latency limit")
+    ax.scatter([search["predicted_ms"]], [search["proxy_score"]], marker="*", s=150, c="k", label="winner, predicted")
+    ax.scatter([search["measured_ms"]], [search["proxy_score"]], marker="x", s=80, c="g", label="winner, re-measured")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel(search["proxy"].split(" ")[0] + " score")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

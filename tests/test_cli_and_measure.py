@@ -107,3 +107,21 @@ def test_callable_device_timeout():
     dev = CallableDevice("nasbench201", lambda a: _t.sleep(2) or 1.0, timeout_s=0.2)
     with pytest.raises(RuntimeError, match="longer than 0.2 s"):
         dev.measure(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"])
+
+
+def test_constrained_search_respects_the_limit(nb201):
+    from help_plugin.proxies import synflow_score
+    from help_plugin.search import evolutionary_search
+
+    lat = nb201.latency("gold_6226")
+    est = HELPEstimator.pretrained("nasbench201").adapt(lat[nb201.reference_rows], nb201.archs[:10], lat[:10])
+    limit = float(np.percentile(lat, 30))
+    calls = []
+    found = evolutionary_search(est, lambda a: calls.append(a) or synflow_score(est.space, a), limit,
+                                population=8, cycles=10, seed=0)
+    assert found.predicted_ms <= limit and len(found.evaluated) == len(calls) <= 18
+    assert found.best_score == max(s for _, s, _ in found.evaluated)
+    true_ms = lat[nb201.archs.tolist().index(found.best.tolist())]
+    assert true_ms <= limit * 1.05  # the real (HELP data) latency of the pick respects the limit
+    with pytest.raises(ValueError, match="no sampled architecture meets the latency limit of 0.001 ms"):
+        evolutionary_search(est, lambda a: 0.0, 0.001, population=4, cycles=1)
