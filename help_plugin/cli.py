@@ -35,7 +35,7 @@ def _emit(obj, out: str | None) -> None:
         print(text)
 
 
-def _read_archs(path: str, space) -> list:
+def _read_archs(path: str) -> list:
     """One architecture per line (NB201 strings, FBNet block lists, OFA JSON dicts) or a JSON list."""
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
     text = text.strip()
@@ -69,7 +69,8 @@ def cmd_meta_train(args) -> int:
     if space is None:
         raise SystemExit("help-nas meta-train: give --space or --split")
     if args.measurements:
-        ref = HELPEstimator.pretrained(space).reference_archs if not args.data else None
+        ref = (_read_archs(args.reference_archs) if args.reference_archs
+               else HELPEstimator.pretrained(space).reference_archs)
         data = load_measurements(args.measurements, space=space, reference_archs=ref)
     else:
         data = load_help_data(space, root=args.data)
@@ -103,7 +104,7 @@ def cmd_predict(args) -> int:
     from .help import HELPEstimator
 
     est = HELPEstimator.load(args.model)
-    archs = _read_archs(args.archs, est.space)
+    archs = _read_archs(args.archs)
     pred = est.predict(archs)
     _emit([{"arch": est.space.format(est.space.parse(a)), "latency_ms": round(float(p), 4)}
            for a, p in zip(archs, pred)], args.out)
@@ -143,7 +144,7 @@ def cmd_measure(args) -> int:
 
     space = get_space(args.space)
     if args.archs:
-        archs = _read_archs(args.archs, space)
+        archs = _read_archs(args.archs)
     else:
         archs = space.sample(args.random, args.seed)
     device = LocalTorchDevice(space, threads=args.threads, batch_size=args.batch_size, passes=args.passes,
@@ -272,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--valid-devices", help="comma-separated meta-validation devices")
     m.add_argument("--data", help="HELP data folder (default $HELP_DATA_DIR or ../shared/data/help)")
     m.add_argument("--measurements", help="your own tidy CSV/Parquet table instead of HELP's data")
+    m.add_argument("--reference-archs", help="with --measurements: file of the reference archs the table contains "
+                                              "(default: the shipped model's, see 'help-nas references')")
     m.add_argument("--method", choices=sorted(METHODS), default="help+", help="meta-learning method (default help+)")
     m.add_argument("--steps", type=int, help="optimisation steps (method default if omitted)")
     m.add_argument("--out", required=True, help="output .safetensors path")

@@ -125,3 +125,18 @@ def test_constrained_search_respects_the_limit(nb201):
     assert true_ms <= limit * 1.05  # the real (HELP data) latency of the pick respects the limit
     with pytest.raises(ValueError, match="no sampled architecture meets the latency limit of 0.001 ms"):
         evolutionary_search(est, lambda a: 0.0, 0.001, population=4, cycles=1)
+
+
+def test_meta_train_on_own_tidy_table(tmp_path, capsys, fbnet):
+    pool = fbnet.select_devices(["fpga", "raspi4", "eyeriss"])
+    rows = np.concatenate([fbnet.reference_rows, np.arange(0, 600)])
+    pool.archs, pool.latency_ms = pool.archs[rows], pool.latency_ms[rows]
+    pool.to_csv(tmp_path / "pool.csv")
+    (tmp_path / "refs.txt").write_text("\n".join(fbnet.space.format(a) for a in fbnet.archs[fbnet.reference_rows]))
+    assert main(["meta-train", "--space", "fbnet", "--measurements", str(tmp_path / "pool.csv"),
+                 "--reference-archs", str(tmp_path / "refs.txt"), "--train-devices", "fpga,raspi4",
+                 "--valid-devices", "eyeriss", "--steps", "200", "--out", str(tmp_path / "own.safetensors"),
+                 "--quiet"]) == 0
+    est = HELPEstimator.load(tmp_path / "own.safetensors")
+    assert est.train_devices_ == ("fpga", "raspi4") and est.valid_devices_ == ("eyeriss",)
+    assert est.reference_archs == [fbnet.space.format(a) for a in fbnet.archs[fbnet.reference_rows]]
