@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shots", type=_int_list, default=[10], help="comma-separated K values (default 10)")
     b.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
     b.add_argument("--methods", type=_csv_list, default=["help+"],
-                   help=f"comma-separated, from {','.join(sorted(method_factories()))} (default help+)")
+                   help=f"comma-separated, from {','.join(sorted(method_factories()))} (default help+); "
+                        "options as METHOD:KEY=VALUE[:KEY=VALUE], e.g. help+:ensemble=1 for an ablation row")
     b.add_argument("--protocol", choices=["disjoint", "help"], default="disjoint",
                    help="disjoint: score all held-out archs; help: HELP's 800 archs in the 10-90%% latency range")
     b.add_argument("--out", help="JSON path (default results/benchmark_SPLIT_PROTOCOL.json)")

@@ -34,8 +34,26 @@ def metrics(pred_ms: np.ndarray, true_ms: np.ndarray) -> dict[str, float]:
             "mape": float(np.mean(np.abs(pred_ms - true_ms) / true_ms) * 100.0)}
 
 
-def _help_factory(method: str) -> Callable[[str], LatencyEstimator]:
-    return lambda space: HELPEstimator(space, method=method)
+def _help_factory(method: str) -> Callable[..., LatencyEstimator]:
+    return lambda space, **options: HELPEstimator(space, method=method, **options)
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict]:
+    """``"help+:ensemble=1:group_penalties=false"`` -> ``("help+", {"ensemble": 1, "group_penalties": False})``.
+
+    Values are JSON literals where they parse (numbers, true/false), strings otherwise.
+    """
+    name, *pairs = spec.split(":")
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"bad option {pair!r} in method {spec!r}; expected KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return name, options
 
 
 def method_factories() -> dict[str, Callable[[str], LatencyEstimator]]:
@@ -150,7 +168,7 @@ def run_benchmark(split: str | DeviceSplit, methods: Sequence[str] = ("help+",),
     split = get_split(split) if isinstance(split, str) else split
     data = data if data is not None else load_help_data(split.space)
     factories = method_factories()
-    unknown = [m for m in methods if m not in factories]
+    unknown = [m for m in methods if parse_method_spec(m)[0] not in factories]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: {sorted(factories)}")
     result = BenchmarkResult(split_name, split.space, protocol, list(shots), list(seeds), list(split.test))
@@ -158,7 +176,8 @@ def run_benchmark(split: str | DeviceSplit, methods: Sequence[str] = ("help+",),
     for seed in seeds:
         meta_rows, eval_rows = arch_split(data, seed, meta_fraction)
         for method in methods:
-            est = factories[method](split.space)
+            name, options = parse_method_spec(method)
+            est = factories[name](split.space, **options)
             if hasattr(est, "options"):
                 est.options = {**est.options, "seed": seed}
             elif hasattr(est, "seed"):

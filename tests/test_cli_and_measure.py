@@ -48,8 +48,12 @@ def test_benchmark_protocol_small(nb201):
     assert s["help+"][10]["mean"]["spearman"][0] > s["flops"][10]["mean"]["spearman"][0] > 0.5
     assert all(row["n_scored"] > 7000 for row in r.runs)  # all held-out archs are scored
     assert "| help+ | 10 | 20 |" in r.table()
-    h = run_benchmark("nasbench201", methods=["flops"], shots=[10], seeds=[0], data=nb201, protocol="help")
+    h = run_benchmark("nasbench201", methods=["flops", "help+:ensemble=1:steps=200"], shots=[10], seeds=[0],
+                      data=nb201, protocol="help")
     assert all(row["n_scored"] == 800 for row in h.runs)
+    assert set(h.summary()) == {"flops", "help+:ensemble=1:steps=200"}
+    with pytest.raises(ValueError, match="unknown option"):
+        run_benchmark("nasbench201", methods=["help+:ensembles=2"], shots=[10], seeds=[0], data=nb201)
 
 
 def test_local_cpu_timing_is_consistent():
