@@ -88,6 +88,19 @@ def cmd_meta_train(args) -> int:
 def cmd_adapt(args) -> int:
     from .data import load_measurements
 
+    if args.measurements is None:
+        if args.device != "local-cpu":
+            raise ValueError(f"--measurements is required for device {args.device!r} (only local-cpu is measured here)")
+        from .demo import adapt_on_this_machine
+        from .measure import LocalTorchDevice
+        from .store import MeasurementStore
+
+        device = LocalTorchDevice(args.space, threads=args.threads)
+        est = adapt_on_this_machine(args.space, device, MeasurementStore(args.store), shots=args.shots, progress=True)
+        est.save(args.out)
+        _emit({"space": est.space.name, "device": device.device_id, "measurements": est.n_measurements,
+               "model": args.out}, None)
+        return 0
     est = _load_estimator(args)
     data = load_measurements(args.measurements, space=est.space.name)
     lat = data.latency(args.device)
@@ -283,11 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("adapt", help="adapt a model to a device from its measurements and save it",
                        description="Reads a tidy CSV/Parquet (space, arch, device, latency_ms) that contains the "
-                                   "reference architectures (see 'help-nas references') and any further samples.")
+                                   "reference architectures (see 'help-nas references') and any further samples; "
+                                   "or, with --device local-cpu, measures them on this machine through the store.")
     a.add_argument("--space", choices=spaces, default="nasbench201", help="space of the shipped model")
     a.add_argument("--model", help="a meta-trained model instead of the shipped one")
-    a.add_argument("--measurements", required=True, help="tidy table of the device's measurements")
-    a.add_argument("--device", required=True, help="device name in the table")
+    a.add_argument("--measurements", help="tidy table of the device's measurements (omit with --device local-cpu)")
+    a.add_argument("--device", required=True,
+                   help="device name in the table, or local-cpu to measure this machine (reference archs + --shots)")
+    a.add_argument("--shots", type=int, default=10, help="local-cpu: random archs measured besides the references")
+    a.add_argument("--threads", type=int, default=1, help="local-cpu: inference threads")
+    a.add_argument("--store", help="local-cpu: measurement store (default ~/.cache/help-plugin/measurements.sqlite)")
     a.add_argument("--out", required=True, help="output .safetensors path of the adapted estimator")
     a.set_defaults(func=cmd_adapt)
 
