@@ -161,7 +161,7 @@ def cmd_measure(args) -> int:
     else:
         archs = space.sample(args.random, args.seed)
     device = LocalTorchDevice(space, threads=args.threads, batch_size=args.batch_size, passes=args.passes,
-                              seed=args.seed)
+                              seed=args.seed, backend=args.backend)
     store = MeasurementStore(args.store)
     ms, info = measure_archs(device, archs, store, progress=not args.quiet)
     summary = {"device": device.device_id, "settings": device.settings, "store": str(store.path),
@@ -249,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--threads", type=int, default=1)
     ms.add_argument("--batch-size", type=int, default=1)
     ms.add_argument("--passes", type=int, default=5)
+    ms.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                    help="PyTorch eager, or ONNX Runtime (pip install 'help-plugin[onnx]')")
     ms.add_argument("--store", help="SQLite file (default $HELP_PLUGIN_STORE or ~/.cache/help-plugin/measurements.sqlite)")
     ms.add_argument("--export", help="also write this device's measurements as a tidy CSV")
     ms.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -57,11 +58,16 @@ class LocalTorchDevice:
         warmup: untimed forwards per architecture before the first pass.
     """
 
+    BACKENDS = ("torch", "onnxruntime")
+
     def __init__(self, space: str | SearchSpace, threads: int = 1, batch_size: int = 1, runs: int = 3,
-                 passes: int = 5, warmup: int = 2, seed: int = 0):
+                 passes: int = 5, warmup: int = 2, seed: int = 0, backend: str = "torch"):
+        if backend not in self.BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; available: {self.BACKENDS}")
         self.space = get_space(space)
         self.threads, self.batch_size, self.runs, self.passes, self.warmup, self.seed = (
             threads, batch_size, runs, passes, warmup, seed)
+        self.backend = backend
 
     chunk_size = 25  # architectures measured (interleaved) and stored together
 
@@ -75,8 +81,33 @@ class LocalTorchDevice:
         """Stable id of (hardware, backend, threads, batch, dtype)."""
         import torch
 
-        key = f"{_cpu_name()}|torch-{torch.__version__}|cpu|t{self.threads}|b{self.batch_size}|float32"
-        return f"local-cpu-t{self.threads}-b{self.batch_size}-" + hashlib.sha1(key.encode()).hexdigest()[:8]
+        version = torch.__version__
+        if self.backend == "onnxruntime":
+            import onnxruntime
+
+            version = f"ort-{onnxruntime.__version__}"
+        key = f"{_cpu_name()}|{self.backend}-{version}|cpu|t{self.threads}|b{self.batch_size}|float32"
+        prefix = "local-cpu" if self.backend == "torch" else "local-cpu-ort"
+        return f"{prefix}-t{self.threads}-b{self.batch_size}-" + hashlib.sha1(key.encode()).hexdigest()[:8]
+
+    def _runner(self, net, x) -> Callable[[], Any]:
+        """A zero-argument callable that runs one inference of ``net`` on ``x`` with this backend."""
+        if self.backend == "torch":
+            return lambda: net(x)
+        import io
+
+        import onnxruntime as ort
+        import torch
+
+        buf = io.BytesIO()
+        with warnings.catch_warnings():  # the TorchScript exporter needs only `onnx`; it warns it is legacy
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(net, (x,), buf, dynamo=False, input_names=["x"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+        feed = {"x": x.numpy()}
+        return lambda: session.run(None, feed)
 
     def measure(self, archs: Any, progress: bool = False) -> Measurements:
         import torch
@@ -89,19 +120,20 @@ class LocalTorchDevice:
         per_pass = np.zeros((self.passes, len(idx)))
         t_start = time.perf_counter()
         try:
-            nets = [self.space.build_network(row).eval() for row in idx]
-            inputs = [torch.randn(self.batch_size, *self.space.input_size(row)) for row in idx]
+            with torch.inference_mode():
+                runners = [self._runner(self.space.build_network(row).eval(),
+                                        torch.randn(self.batch_size, *self.space.input_size(row))) for row in idx]
             bar = tqdm(total=self.passes * len(idx), desc="measuring", disable=not progress, leave=False)
             with torch.inference_mode():
-                for net, x in zip(nets, inputs):
+                for run in runners:
                     for _ in range(self.warmup):
-                        net(x)
+                        run()
                 for p in range(self.passes):
                     for i in rng.permutation(len(idx)):
                         best = np.inf
                         for _ in range(self.runs):
                             t0 = time.perf_counter()
-                            nets[i](inputs[i])
+                            runners[i]()
                             best = min(best, time.perf_counter() - t0)
                         per_pass[p, i] = best * 1e3
                         bar.update(1)

@@ -144,3 +144,16 @@ def test_meta_train_on_own_tidy_table(tmp_path, capsys, fbnet):
     est = HELPEstimator.load(tmp_path / "own.safetensors")
     assert est.train_devices_ == ("fpga", "raspi4") and est.valid_devices_ == ("eyeriss",)
     assert est.reference_archs == [fbnet.space.format(a) for a in fbnet.archs[fbnet.reference_rows]]
+
+
+def test_onnxruntime_backend_times_the_same_networks():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    archs = ["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+             "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"]
+    dev = LocalTorchDevice("nasbench201", passes=2, runs=2, warmup=1, backend="onnxruntime")
+    m = dev.measure(archs)
+    assert dev.device_id.startswith("local-cpu-ort-t1-b1-") and dev.device_id != LocalTorchDevice("nasbench201").device_id
+    assert m.latency_ms[1] > m.latency_ms[0] > 0
+    with pytest.raises(ValueError, match="unknown backend 'tvm'"):
+        LocalTorchDevice("nasbench201", backend="tvm")
