@@ -1,0 +1,101 @@
+"""This machine as the unseen device: accuracy of the adapted shipped model on held-out archs,
+next to the timing harness's own test-retest ceiling and two baselines, and how often a
+latency-constrained search's winner meets the limit when re-measured.
+
+    python benchmarks/local_device.py --space nasbench201 --batch-size 1
+    python benchmarks/local_device.py --space fbnet --batch-size 1 --searches 0
+
+Prints a Markdown table and writes results/local_device_SPACE_bBATCH.json. Run it on a quiet machine:
+the retest column tells how much noise there was.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from help_plugin import HELPEstimator, get_split, load_help_data
+from help_plugin.baselines import ClosestDeviceEstimator, FLOPsEstimator
+from help_plugin.demo import search_and_verify
+from help_plugin.evaluation import metrics
+from help_plugin.measure import LocalTorchDevice
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", choices=["nasbench201", "fbnet"], default="nasbench201")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--shots", type=int, default=10)
+    p.add_argument("--test", type=int, default=200, help="held-out architectures to score")
+    p.add_argument("--passes", type=int, default=6)
+    p.add_argument("--searches", type=int, default=3, help="searches per constraint (0: skip)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+
+    t_start = time.perf_counter()
+    device = LocalTorchDevice(args.space, threads=args.threads, batch_size=args.batch_size, passes=args.passes,
+                              seed=args.seed)
+    est = HELPEstimator.pretrained(args.space, device=device.device_id)
+    refs = est.space.to_indices(est.reference_archs)
+    ref_keys = {est.space.canonical(r) for r in refs}
+    sample = [r for r in est.space.sample(2 * (args.shots + args.test), args.seed + 1)
+              if est.space.canonical(r) not in ref_keys]
+    sample = np.stack(list({est.space.canonical(r): r for r in sample}.values())[:args.shots + args.test])
+    archs = np.concatenate([refs, sample])
+    measured = device.measure(archs, progress=True)
+    ms = measured.latency_ms
+    fit_rows = np.arange(len(refs) + args.shots)
+    test = slice(len(refs) + args.shots, None)
+
+    t0 = time.perf_counter()
+    est.fit(archs[fit_rows], ms[fit_rows])
+    adapt_s = time.perf_counter() - t0
+    split = get_split(args.space)
+    closest = ClosestDeviceEstimator(args.space).meta_fit(load_help_data(args.space), split.train, split.valid)
+    closest.fit(archs[fit_rows], ms[fit_rows])
+    flops = FLOPsEstimator(args.space).fit(archs[fit_rows], ms[fit_rows])
+    rows = {name: metrics(m.predict(archs[test]), ms[test]) for name, m in
+            [("help+ (shipped)", est), ("closest-device", closest), ("flops", flops)]}
+
+    searches = []
+    for q in (25, 50, 75) if args.searches else ():
+        limit = float(np.round(np.percentile(ms[test], q), 2))
+        for s in range(args.searches):
+            r = search_and_verify(est, device, limit, seed=s)
+            r.pop("candidates")
+            searches.append(r)
+    report = {"space": args.space, "device": device.device_id, "batch_size": args.batch_size, "threads": args.threads,
+              "measurements_used": est.n_measurements, "held_out": int(len(ms[test])),
+              "retest_rho": measured.retest_rho, "measure_seconds": measured.seconds, "adapt_seconds": adapt_s,
+              "closest_device": closest.closest_device_, "methods": rows, "searches": searches,
+              "total_seconds": time.perf_counter() - t_start}
+    out = Path("results") / f"local_device_{args.space}_b{args.batch_size}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+
+    print(f"\n{args.space} on {device.device_id} (batch {args.batch_size}, {args.threads} thread), "
+          f"{est.n_measurements} measurements, {len(ms[test])} held-out archs, "
+          f"harness test-retest rho {measured.retest_rho:.3f}\n")
+    print("| method | Spearman | share of ceiling | Kendall | MAPE % |\n|---|---|---|---|---|")
+    for name, m in rows.items():
+        print(f"| {name} | {m['spearman']:.3f} | {100 * m['spearman'] / measured.retest_rho:.1f} % | "
+              f"{m['kendall']:.3f} | {m['mape']:.1f} |")
+    if searches:
+        met = np.mean([s["constraint_met"] for s in searches])
+        tight = np.mean([s["within_10pct_below"] for s in searches])
+        print(f"\nsearch: {len(searches)} runs over limits {sorted({s['latency_limit_ms'] for s in searches})} ms; "
+              f"re-measured winner met the limit in {100 * met:.0f} %, within 10 % below it in {100 * tight:.0f} %")
+        print("| limit ms | predicted ms | measured ms | met |\n|---|---|---|---|")
+        for s in searches:
+            print(f"| {s['latency_limit_ms']:.2f} | {s['predicted_ms']:.2f} | {s['measured_ms']:.2f} | "
+                  f"{'yes' if s['constraint_met'] else 'no'} |")
+    print(f"\ntotal {report['total_seconds']:.0f} s; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
