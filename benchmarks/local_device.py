@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from help_plugin import HELPEstimator, get_split, load_help_data
 from help_plugin.baselines import ClosestDeviceEstimator, FLOPsEstimator

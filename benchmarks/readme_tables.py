@@ -21,7 +21,7 @@ for path in sys.argv[1:]:
         print('| ' + ' | '.join(cells) + ' |')
     ks = [k for k in r['shots']]
     if len(ks) > 1:
-        print(f"\nMean rho against shots K (measurements = 10 reference + K):\n")
+        print("\nMean rho against shots K (measurements = 10 reference + K):\n")
         print('| method | ' + ' | '.join(f'K={k} ({k+10})' for k in ks) + ' |'); print('|' + '---|' * (len(ks) + 1))
         for m, per in s.items():
             if str(ks[0]) not in per: continue

@@ -12,7 +12,7 @@ import torch
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import LatencyDataset, get_split, load_help_data
 from .estimator import LatencyEstimator
-from .meta import METHODS, GradientMetaLearner, PoolBasisLearner, make_learner
+from .meta import METHODS, PoolBasisLearner, make_learner
 from .ridge import RidgeHead
 from .spaces import SearchSpace, get_space
 from .validation import check_latencies, check_reference_spread, check_same_length

@@ -15,7 +15,7 @@ import platform
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 from scipy.stats import spearmanr

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 

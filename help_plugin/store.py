@@ -8,7 +8,6 @@ commits chunk by chunk, so an interrupted run resumes where it stopped. The stor
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import sqlite3

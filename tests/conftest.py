@@ -1,15 +1,7 @@
-import os
-from pathlib import Path
-
+"""Shared fixtures: HELP's real data from $HELP_DATA_DIR (default ../shared/data/help), loaded once."""
 import pytest
 
-from help_plugin.data import default_data_dir, load_help_data
-
-DATA = default_data_dir()
-
-requires_data = pytest.mark.skipif(
-    not (DATA / "nasbench201").is_dir() and not os.environ.get("CI"),
-    reason=f"HELP data not found at {DATA} (set HELP_DATA_DIR)")
+from help_plugin.data import load_help_data
 
 
 @pytest.fixture(scope="session")

@@ -111,7 +111,6 @@ class NASBench201(SearchSpace):
 
 def build_network(indices, num_classes: int = 10, channels: int = 16, cells_per_stage: int = CELLS_PER_STAGE):
     """The NAS-Bench-201 CIFAR network of one architecture as a ``torch.nn.Module`` (input ``[b, 3, 32, 32]``)."""
-    import torch
     from torch import nn
 
     def relu_conv_bn(c_in, c_out, k, stride):
