@@ -57,3 +57,13 @@ def test_tidy_csv_round_trip_with_repeats_and_validation(tmp_path, fbnet):
     bad.write_text("space,arch,device,latency_ms\nfbnet,k3_e1,fpga,1.0\n")
     with pytest.raises(ValueError, match="22 layers, got 1"):
         load_measurements(bad)
+
+
+def test_parquet_table(tmp_path, nb201):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    rows = [{"space": "nasbench201", "arch": nb201.space.format(nb201.archs[i]), "device": "gold_6226",
+             "latency_ms": float(nb201.latency("gold_6226")[i])} for i in range(20)]
+    pd.DataFrame(rows).to_parquet(tmp_path / "m.parquet")
+    back = load_measurements(tmp_path / "m.parquet")
+    np.testing.assert_allclose(back.latency("gold_6226"), nb201.latency("gold_6226")[:20])
