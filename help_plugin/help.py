@@ -176,10 +176,9 @@ class HELPEstimator(LatencyEstimator):
         self._check_fitted()
         if not self.space.differentiable:
             raise NotImplementedError(f"{self.space.name} has no relaxed encoding")
-        enc = self.space.relaxed_encode(probs)
+        costs = self.space.relaxed_costs(probs)
+        enc = self.space.relaxed_encode(probs, costs)
         if isinstance(self.learner_, PoolBasisLearner):
-            table = torch.as_tensor(self.space.cost_table(), dtype=probs.dtype)
-            costs = torch.einsum("nlc,lck->nk", probs, table) + torch.as_tensor(self.space.fixed_cost(), dtype=probs.dtype)
             return self.head_.predict_torch(self.learner_.basis_torch(enc, costs).to(torch.float64)).to(probs.dtype)
         return self.learner_.predict_torch(self.head_, enc)
 

@@ -201,17 +201,24 @@ class SearchSpace(abc.ABC):
             return False
         return True
 
-    def relaxed_encode(self, probs):
-        """Differentiable encoding from per-position choice probabilities.
-
-        ``probs``: ``torch.Tensor`` ``[n, arch_length, max_choice]`` (rows sum to 1; a one-hot
-        tensor gives exactly :meth:`encode`). Returns ``[n, encoding_dim]``.
-        """
+    def relaxed_costs(self, probs):
+        """Expected analytic costs ``[n, 4]`` under choice probabilities ``[n, arch_length, max_choice]``."""
         import torch
 
         table = torch.as_tensor(self.cost_table(), dtype=probs.dtype, device=probs.device)
         fixed = torch.as_tensor(self.fixed_cost(), dtype=probs.dtype, device=probs.device)
-        costs = torch.einsum("nlc,lck->nk", probs, table) + fixed
+        return torch.einsum("nlc,lck->nk", probs, table) + fixed
+
+    def relaxed_encode(self, probs, costs=None):
+        """Differentiable encoding from per-position choice probabilities.
+
+        ``probs``: ``torch.Tensor`` ``[n, arch_length, max_choice]`` (rows sum to 1; a one-hot
+        tensor gives exactly :meth:`encode`). ``costs`` may pass in :meth:`relaxed_costs`.
+        Returns ``[n, encoding_dim]``.
+        """
+        import torch
+
+        costs = self.relaxed_costs(probs) if costs is None else costs
         onehot = torch.cat([probs[:, i, :c] for i, c in enumerate(self.choices)], dim=1)
         return torch.cat([onehot, torch.log1p(costs)], dim=1)
 
