@@ -161,7 +161,7 @@ def cmd_measure(args) -> int:
     else:
         archs = space.sample(args.random, args.seed)
     device = LocalTorchDevice(space, threads=args.threads, batch_size=args.batch_size, passes=args.passes,
-                              seed=args.seed, backend=args.backend)
+                              seed=args.seed, backend=args.backend, torch_device=args.torch_device, dtype=args.dtype)
     store = MeasurementStore(args.store)
     ms, info = measure_archs(device, archs, store, progress=not args.quiet)
     summary = {"device": device.device_id, "settings": device.settings, "store": str(store.path),
@@ -186,7 +186,7 @@ def cmd_search(args) -> int:
         est = adapt_on_this_machine(args.space, device, MeasurementStore(args.store), shots=args.shots,
                                     seed=args.seed, progress=not args.quiet)
     result = search_and_verify(est, device, args.latency_ms, cycles=args.cycles, seed=args.seed,
-                               progress=not args.quiet)
+                               progress=not args.quiet, verify_top=args.verify_top)
     result.pop("candidates")
     _emit(result, args.out)
     return 0
@@ -207,9 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import SPLITS
     from .evaluation import method_factories
     from .meta import METHODS
-    from .spaces import available_spaces
+    from .spaces import available_spaces, get_space
 
     spaces = available_spaces()
+    measurable = [s for s in spaces if get_space(s).has_network]  # spaces with a network builder
     p = argparse.ArgumentParser(
         prog="help-nas",
         description="Meta-learned, hardware-adaptive latency prediction (HELP) for NAS. A new device is "
@@ -226,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "architectures on this CPU (PyTorch eager, interleaved passes), adapts the shipped "
                                    "model and reports its accuracy on the held-out ones next to the harness's own "
                                    "test-retest ceiling and the FLOPs proxy; writes report.json and scatter.png.")
-    d.add_argument("--space", choices=["nasbench201"], default="nasbench201", help="search space (default nasbench201)")
+    d.add_argument("--space", choices=measurable, default="nasbench201", help="search space (default nasbench201)")
     d.add_argument("--shots", type=int, default=10, help="measured samples besides the reference archs (default 10)")
     d.add_argument("--test", type=int, default=50, help="held-out architectures to score (default 50)")
     d.add_argument("--threads", type=int, default=1, help="CPU threads for inference (default 1)")
@@ -241,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "min of runs per pass, median over passes). Results go to a SQLite store keyed by "
                                     "device id + space + arch + settings: nothing is measured twice, an interrupted run "
                                     "resumes. --export writes the tidy CSV that meta-train/adapt read.")
-    ms.add_argument("--space", choices=["nasbench201", "fbnet"], default="nasbench201")
+    ms.add_argument("--space", choices=measurable, default="nasbench201")
     group = ms.add_mutually_exclusive_group(required=True)
     group.add_argument("--archs", help="file of architectures (one per line, or a JSON list)")
     group.add_argument("--random", type=int, help="this many random architectures")
@@ -251,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--passes", type=int, default=5)
     ms.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                     help="PyTorch eager, or ONNX Runtime (pip install 'help-plugin[onnx]')")
+    ms.add_argument("--torch-device", default="cpu", help="cpu (default), cuda or cuda:N (torch backend)")
+    ms.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                    help="weights and inputs (torch backend; default float32)")
     ms.add_argument("--store", help="SQLite file (default $HELP_PLUGIN_STORE or ~/.cache/help-plugin/measurements.sqlite)")
     ms.add_argument("--export", help="also write this device's measurements as a tidy CSV")
     ms.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -260,12 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Adapts the shipped model to this CPU (reference archs + K shots, measured through "
                                     "the store, so a second run measures nothing) unless --model is given, runs "
                                     "regularised evolution maximising the SynFlow proxy under the predicted-latency "
-                                    "limit, then re-measures the winner and reports predicted vs measured latency.")
-    se.add_argument("--space", choices=["nasbench201", "fbnet"], default="nasbench201")
+                                    "limit, measures the --verify-top best candidates and keeps the best one that "
+                                    "meets the limit, then re-measures it and reports predicted vs measured latency.")
+    se.add_argument("--space", choices=measurable, default="nasbench201")
     se.add_argument("--latency-ms", type=float, required=True, help="latency limit in ms")
     se.add_argument("--model", help="an already adapted estimator for this machine")
     se.add_argument("--shots", type=int, default=10)
     se.add_argument("--cycles", type=int, default=60, help="evolution cycles (default 60)")
+    se.add_argument("--verify-top", type=int, default=4,
+                    help="best-scoring candidates measured before picking the winner (default 4)")
     se.add_argument("--threads", type=int, default=1)
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--store", help="measurement store (default ~/.cache/help-plugin/measurements.sqlite)")

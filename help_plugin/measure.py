@@ -47,27 +47,40 @@ def _cpu_name() -> str:
 
 
 class LocalTorchDevice:
-    """PyTorch eager inference on this machine's CPU.
+    """PyTorch inference on this machine: eager on the CPU or a CUDA GPU, or ONNX Runtime on the CPU.
 
     Args:
         space: search space whose ``build_network`` makes the models.
-        threads: ``torch.set_num_threads`` during timing.
-        batch_size: images per forward.
+        threads: ``torch.set_num_threads`` during timing (intra-op threads for ONNX Runtime).
+        batch_size: inputs per forward.
         runs: back-to-back timed forwards per architecture per pass (the minimum is kept).
         passes: interleaved passes over all architectures (the median is reported).
         warmup: untimed forwards per architecture before the first pass.
+        backend: ``"torch"`` (eager) or ``"onnxruntime"`` (CPU execution provider).
+        torch_device: ``"cpu"`` or ``"cuda"`` / ``"cuda:N"`` (torch backend; each timed forward ends
+            with a device synchronisation).
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"`` weights and inputs (torch backend).
     """
 
     BACKENDS = ("torch", "onnxruntime")
+    DTYPES = ("float32", "float16", "bfloat16")
 
     def __init__(self, space: str | SearchSpace, threads: int = 1, batch_size: int = 1, runs: int = 3,
-                 passes: int = 5, warmup: int = 2, seed: int = 0, backend: str = "torch"):
+                 passes: int = 5, warmup: int = 2, seed: int = 0, backend: str = "torch",
+                 torch_device: str = "cpu", dtype: str = "float32"):
         if backend not in self.BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {self.BACKENDS}")
+        if dtype not in self.DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; available: {self.DTYPES}")
+        if not (torch_device == "cpu" or torch_device.split(":")[0] == "cuda"):
+            raise ValueError(f"unknown torch_device {torch_device!r}; use 'cpu', 'cuda' or 'cuda:N'")
+        if backend == "onnxruntime" and (torch_device != "cpu" or dtype != "float32"):
+            raise ValueError(f"the onnxruntime backend times float32 on the CPU; got torch_device={torch_device!r}, "
+                             f"dtype={dtype!r}")
         self.space = get_space(space)
         self.threads, self.batch_size, self.runs, self.passes, self.warmup, self.seed = (
             threads, batch_size, runs, passes, warmup, seed)
-        self.backend = backend
+        self.backend, self.torch_device, self.dtype = backend, torch_device, dtype
 
     chunk_size = 25  # architectures measured (interleaved) and stored together
 
@@ -82,18 +95,46 @@ class LocalTorchDevice:
         import torch
 
         version = torch.__version__
+        hardware = _cpu_name()
         if self.backend == "onnxruntime":
             import onnxruntime
 
             version = f"ort-{onnxruntime.__version__}"
-        key = f"{_cpu_name()}|{self.backend}-{version}|cpu|t{self.threads}|b{self.batch_size}|float32"
-        prefix = "local-cpu" if self.backend == "torch" else "local-cpu-ort"
-        return f"{prefix}-t{self.threads}-b{self.batch_size}-" + hashlib.sha1(key.encode()).hexdigest()[:8]
+        if self.torch_device != "cpu":
+            hardware = f"{torch.cuda.get_device_name(self.torch_device)}|cuda-{torch.version.cuda}"
+        key = f"{hardware}|{self.backend}-{version}|{self.torch_device}|t{self.threads}|b{self.batch_size}|{self.dtype}"
+        prefix = "local-cuda" if self.torch_device != "cpu" else "local-cpu" if self.backend == "torch" else "local-cpu-ort"
+        suffix = "" if self.dtype == "float32" else f"-{self.dtype}"
+        return f"{prefix}-t{self.threads}-b{self.batch_size}{suffix}-" + hashlib.sha1(key.encode()).hexdigest()[:8]
 
-    def _runner(self, net, x) -> Callable[[], Any]:
-        """A zero-argument callable that runs one inference of ``net`` on ``x`` with this backend."""
+    def _check_torch_device(self) -> None:
+        import torch
+
+        if self.torch_device != "cpu" and not torch.cuda.is_available():
+            raise RuntimeError(f"torch_device={self.torch_device!r} requested but torch.cuda.is_available() is False "
+                               f"(torch {torch.__version__})")
+
+    def _prepare(self, row: np.ndarray) -> tuple[Any, tuple]:
+        """The network of ``row`` and its example inputs, on this device and dtype."""
+        import torch
+
+        dtype = getattr(torch, self.dtype)
+        net = self.space.build_network(row).eval().to(self.torch_device, dtype)
+        inputs = tuple(t.to(self.torch_device, dtype) if t.is_floating_point() else t.to(self.torch_device)
+                       for t in self.space.example_input(row, self.batch_size))
+        return net, inputs
+
+    def _runner(self, net, inputs: tuple) -> Callable[[], Any]:
+        """A zero-argument callable that runs one inference of ``net`` on ``inputs`` with this backend."""
         if self.backend == "torch":
-            return lambda: net(x)
+            if self.torch_device == "cpu":
+                return lambda: net(*inputs)
+            import torch
+
+            def run_and_sync():
+                net(*inputs)
+                torch.cuda.synchronize(self.torch_device)
+            return run_and_sync
         import io
 
         import onnxruntime as ort
@@ -102,11 +143,12 @@ class LocalTorchDevice:
         buf = io.BytesIO()
         with warnings.catch_warnings():  # the TorchScript exporter needs only `onnx`; it warns it is legacy
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(net, (x,), buf, dynamo=False, input_names=["x"])
+            names = [f"x{i}" for i in range(len(inputs))]
+            torch.onnx.export(net, inputs, buf, dynamo=False, input_names=names)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
-        feed = {"x": x.numpy()}
+        feed = {name: t.numpy() for name, t in zip(names, inputs)}
         return lambda: session.run(None, feed)
 
     def measure(self, archs: Any, progress: bool = False) -> Measurements:
@@ -114,6 +156,7 @@ class LocalTorchDevice:
         from tqdm.auto import tqdm
 
         idx = self.space.to_indices(archs)
+        self._check_torch_device()
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         rng = np.random.default_rng(self.seed)
@@ -121,8 +164,7 @@ class LocalTorchDevice:
         t_start = time.perf_counter()
         try:
             with torch.inference_mode():
-                runners = [self._runner(self.space.build_network(row).eval(),
-                                        torch.randn(self.batch_size, *self.space.input_size(row))) for row in idx]
+                runners = [self._runner(*self._prepare(row)) for row in idx]
             bar = tqdm(total=self.passes * len(idx), desc="measuring", disable=not progress, leave=False)
             with torch.inference_mode():
                 for run in runners:

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from help_plugin import HELPEstimator
 from help_plugin.cli import main
@@ -157,3 +158,41 @@ def test_onnxruntime_backend_times_the_same_networks():
     assert m.latency_ms[1] > m.latency_ms[0] > 0
     with pytest.raises(ValueError, match="unknown backend 'tvm'"):
         LocalTorchDevice("nasbench201", backend="tvm")
+
+
+def test_dtype_and_torch_device_are_part_of_the_device():
+    archs = ["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+             "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"]
+    bf16 = LocalTorchDevice("nasbench201", passes=2, runs=1, warmup=1, dtype="bfloat16")
+    m = bf16.measure(archs)
+    assert m.latency_ms[1] > m.latency_ms[0] > 0
+    assert "-bfloat16-" in bf16.device_id and bf16.device_id != LocalTorchDevice("nasbench201").device_id
+    with pytest.raises(ValueError, match="unknown dtype 'int8'"):
+        LocalTorchDevice("nasbench201", dtype="int8")
+    with pytest.raises(ValueError, match="unknown torch_device 'tpu'"):
+        LocalTorchDevice("nasbench201", torch_device="tpu")
+    with pytest.raises(ValueError, match="onnxruntime backend times float32"):
+        LocalTorchDevice("nasbench201", backend="onnxruntime", dtype="float16")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="torch_device='cuda' requested"):
+            LocalTorchDevice("nasbench201", torch_device="cuda").measure(archs[:1])
+    else:
+        cuda = LocalTorchDevice("nasbench201", passes=2, runs=1, torch_device="cuda")
+        assert cuda.device_id.startswith("local-cuda-") and (cuda.measure(archs).latency_ms > 0).all()
+
+
+def test_search_verifies_candidates_by_measurement(nb201):
+    from help_plugin.demo import search_and_verify
+
+    lat = nb201.latency("pixel2")
+    row = {nb201.space.canonical(a): i for i, a in enumerate(nb201.archs)}
+    calls = []
+    oracle = CallableDevice("nasbench201", lambda a: calls.append(a) or float(lat[row[a]]), name="pixel2-table")
+    est = HELPEstimator.pretrained("nasbench201").adapt(lat[nb201.reference_rows], nb201.archs[:10], lat[:10])
+    limit = float(np.percentile(lat, 40))
+    r = search_and_verify(est, oracle, limit, cycles=15, seed=1, verify_top=3)
+    assert r["verify_measurements"] == len(calls) == 4  # 3 candidates + the fresh re-measurement
+    assert r["measured_ms"] == lat[row[est.space.canonical(est.space.to_indices([r["arch"]])[0])]]
+    checked = [lat[row[a]] for a in calls[:3]]
+    assert r["constraint_met"] == (min(checked) <= limit)  # the oracle is exact: a met check stays met
+    assert r["verify_ms"] == r["measured_ms"]

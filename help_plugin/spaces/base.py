@@ -187,9 +187,24 @@ class SearchSpace(abc.ABC):
         """A ``torch.nn.Module`` of the architecture, as the benchmark measured it."""
         raise NotImplementedError(f"{self.name} has no network builder yet")
 
+    @property
+    def has_network(self) -> bool:
+        """Whether :meth:`build_network` is implemented (the space can be measured on a device)."""
+        return type(self).build_network is not SearchSpace.build_network
+
     def input_size(self, arch: Any) -> tuple[int, ...]:
         """``(channels, height, width)`` of this architecture's input."""
         return self.input_shape
+
+    def example_input(self, arch: Any, batch_size: int = 1) -> tuple:
+        """The positional inputs of one forward pass of ``build_network(arch)``, for timing.
+
+        Default: one random image batch ``[batch_size, *input_size(arch)]``. Spaces whose networks
+        take other inputs (token ids, several tensors) override this.
+        """
+        import torch
+
+        return (torch.randn(batch_size, *self.input_size(arch)),)
 
     # ------------------------------------------------------------------ relaxed (differentiable) input
     @property
