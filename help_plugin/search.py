@@ -4,7 +4,7 @@ from __future__ import annotations
 import collections
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -20,6 +20,29 @@ class SearchResult:
     predicted_ms: float
     latency_limit_ms: float
     evaluated: list[tuple[np.ndarray, float, float]] = field(default_factory=list)  # (arch, score, predicted ms)
+
+
+def predicted_upper_bound(estimator: LatencyEstimator, archs: Any, margin: float = 0.0,
+                          fallback_rel_std: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean, std, mean + margin * std)`` in ms, each ``[n]``.
+
+    ``std`` is the estimator's predictive std (``predict(archs, return_std=True)``); for
+    estimators without one it is ``nan`` and the bound uses ``fallback_rel_std * mean`` instead.
+    """
+    if not np.isfinite(margin) or margin < 0:
+        raise ValueError(f"margin must be a finite number of standard deviations >= 0, got {margin!r}")
+    if not np.isfinite(fallback_rel_std) or fallback_rel_std < 0:
+        raise ValueError(f"fallback_rel_std must be a finite fraction >= 0, got {fallback_rel_std!r}")
+    idx = estimator.space.to_indices(archs)
+    try:
+        mean, std = estimator.predict(idx, return_std=True)
+        spread = np.asarray(std, dtype=np.float64)
+    except (TypeError, NotImplementedError):
+        mean = estimator.predict(idx)
+        std = np.full(len(idx), np.nan)
+        spread = fallback_rel_std * np.asarray(mean, dtype=np.float64)
+    mean = np.asarray(mean, dtype=np.float64)
+    return mean, np.asarray(std, dtype=np.float64), mean + margin * spread
 
 
 def mutate(choices: np.ndarray, parents: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -47,11 +70,8 @@ def evolutionary_search(estimator: LatencyEstimator, objective: Callable[[np.nda
     choices = np.asarray(space.choices)
 
     def feasible(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            mean, std = estimator.predict(idx, return_std=True)
-        except (TypeError, NotImplementedError):
-            mean, std = estimator.predict(idx), np.zeros(len(idx))
-        return mean + margin_std * std <= latency_limit_ms, mean
+        mean, _, upper = predicted_upper_bound(estimator, idx, margin_std, fallback_rel_std=0.0)
+        return upper <= latency_limit_ms, mean
 
     seen: dict[bytes, tuple[float, float]] = {}
     pop: collections.deque = collections.deque()

@@ -1,0 +1,171 @@
+"""MetaD2A-style selection under a latency limit: selector logic, HELP's rule, and the safety margin on real data."""
+import numpy as np
+import pytest
+
+from help_plugin import HELPEstimator, LatencyEstimator
+from help_plugin.meta import torch_threads
+from help_plugin.spaces import get_space
+from integrations.metad2a import (HELP_SHORTLIST, NoFeasibleArchitecture, load_metad2a_candidates,
+                                  predicted_upper_bound, select)
+
+UNSEEN = ("titan_rtx_256", "gold_6226", "pixel2", "eyeriss", "fpga")
+
+
+class TableEstimator(LatencyEstimator):
+    """Predicts fixed (mean, std) ms per architecture row of ``archs``; ``with_std=False`` hides the std."""
+
+    def __init__(self, archs, mean, std=None, with_std=True):
+        self.space = get_space("nasbench201")
+        self.keys = [self.space.canonical(a) for a in self.space.to_indices(archs)]
+        self.mean, self.std, self.with_std = np.asarray(mean, float), np.asarray(std, float), with_std
+        self.n_measurements_ = 0
+
+    def fit(self, archs, latencies_ms):
+        return self
+
+    def predict(self, archs, return_std=False):
+        rows = [self.keys.index(self.space.canonical(r)) for r in self.space.to_indices(archs)]
+        if return_std and not self.with_std:
+            raise NotImplementedError("no std")
+        return (self.mean[rows], self.std[rows]) if return_std else self.mean[rows]
+
+
+@pytest.fixture(scope="module")
+def toy():
+    archs = [get_space("nasbench201").format(r) for r in get_space("nasbench201").sample(6, seed=0)]
+    #            0     1     2     3     4     5
+    mean = [12.0, 9.0, 9.5, 8.0, 9.9, 7.0]
+    std = [0.5, 0.2, 1.0, 0.3, 0.05, 0.1]
+    score = [80.0, 70.0, 75.0, 60.0, 72.0, 75.0]
+    return archs, mean, std, score
+
+
+def test_picks_the_best_feasible_score(toy):
+    archs, mean, std, score = toy
+    est = TableEstimator(archs, mean, std)
+    s = select(zip(archs, score), est, 10.0, margin=0)
+    assert (s.position, s.arch, s.score) == (2, archs[2], 75.0)  # 0 is infeasible; 2 and 5 tie -> earlier
+    assert s.n_feasible == 5 and s.n_candidates == 6 and s.predicted_ms == 9.5 and s.upper_ms == 9.5
+
+
+def test_margin_uses_the_predictive_std(toy):
+    archs, mean, std, score = toy
+    est = TableEstimator(archs, mean, std)
+    s = select(zip(archs, score), est, 10.0, margin=1.0)  # 2: 9.5 + 1.0 > 10 is out
+    assert s.position == 5 and s.upper_ms == pytest.approx(7.1) and s.std_ms == 0.1
+    assert select(zip(archs, score), est, 10.0, margin=3.0).position == 5
+    s = select(zip(archs, score), est, 10.0, margin=6.0, shortlist=1)
+    assert s.position == 3 and s.n_feasible == 2  # 1: 10.2 and 4: 10.2 are out; the first feasible is 3
+
+
+def test_shortlist_is_helps_rule(toy):
+    archs, mean, std, score = toy
+    est = TableEstimator(archs, mean, std)
+    assert HELP_SHORTLIST == 3
+    s = select(zip(archs, score), est, 10.0, margin=0, shortlist=3)  # first 3 feasible: 1, 2, 3
+    assert s.position == 2
+    assert select(zip(archs, score), est, 10.0, margin=0, shortlist=1).position == 1
+
+
+def test_estimator_without_std_gets_a_relative_margin(toy):
+    archs, mean, _, score = toy
+    est = TableEstimator(archs, mean, with_std=False)
+    s = select(zip(archs, score), est, 10.0, margin=2.0, fallback_rel_std=0.05)  # 2: 9.5 * 1.1 > 10
+    assert s.position == 5 and np.isnan(s.std_ms) and s.upper_ms == pytest.approx(7.0 * 1.1)
+    assert select(zip(archs, score), est, 10.0, margin=0).position == 2
+    m, sd, up = predicted_upper_bound(est, archs, margin=2.0, fallback_rel_std=0.1)
+    np.testing.assert_allclose(m, mean)
+    np.testing.assert_allclose(up, np.asarray(mean) * 1.2)
+    assert np.isnan(sd).all()
+
+
+def test_no_feasible_candidate_is_a_clear_error(toy):
+    archs, mean, std, score = toy
+    est = TableEstimator(archs, mean, std)
+    with pytest.raises(NoFeasibleArchitecture, match="lowest predicted bound is 7.300 ms .* candidate 5"):
+        select(zip(archs, score), est, 7.0, margin=3.0)
+    assert issubclass(NoFeasibleArchitecture, ValueError)
+
+
+@pytest.mark.parametrize("kwargs, err, msg", [
+    ({"candidates": []}, ValueError, "no candidates"),
+    ({"candidates": ["|none~0|"]}, TypeError, "pairs"),
+    ({"candidates": [("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", float("nan"))]}, ValueError, "nan"),
+    ({"candidates": [("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", "high")]}, TypeError, "numbers"),
+    ({"candidates": [("|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|", 1.0)]}, ValueError, "bogus"),
+    ({"latency_limit_ms": 0.0}, ValueError, "latency_limit_ms"),
+    ({"latency_limit_ms": float("inf")}, ValueError, "latency_limit_ms"),
+    ({"margin": -1.0}, ValueError, "margin"),
+    ({"shortlist": 0}, ValueError, "shortlist"),
+    ({"fallback_rel_std": float("nan")}, ValueError, "fallback_rel_std"),
+])
+def test_bad_arguments(toy, kwargs, err, msg):
+    archs, mean, std, score = toy
+    args = {"candidates": list(zip(archs, score)), "estimator": TableEstimator(archs, mean, std),
+            "latency_limit_ms": 10.0, **kwargs}
+    with pytest.raises(err, match=msg):
+        select(**args)
+
+
+# ------------------------------------------------------------------ real data
+@pytest.fixture(scope="module")
+def metad2a(nb201):
+    cands, seconds = load_metad2a_candidates()
+    row_of = {nb201.space.canonical(r): i for i, r in enumerate(nb201.archs)}
+    rows = np.array([row_of[nb201.space.canonical(c.arch)] for c in cands])
+    return cands, seconds, rows
+
+
+def test_candidate_file(nb201, metad2a):
+    cands, seconds, rows = metad2a
+    assert len(cands) == 500 and len(set(rows)) == 500 and seconds > 0
+    scores = np.array([c.score for c in cands])
+    assert np.all(np.diff(scores) <= 0)  # MetaD2A's ranking is the file order
+    acc = np.array([c.accuracy for c in cands])
+    assert 0 < acc.min() and acc.max() < 100
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("", "empty"), ("abc\n", "line 1"), ("1.0\n|a|, 1\n", ":2: expected"), ("1.0\n|a|, x, 2\n", "must be numbers")])
+def test_candidate_file_errors(tmp_path, text, msg):
+    p = tmp_path / "cands.txt"
+    p.write_text(text)
+    with pytest.raises(ValueError, match=msg):
+        load_metad2a_candidates(p)
+    with pytest.raises(FileNotFoundError, match="HELP_DATA_DIR"):
+        load_metad2a_candidates(tmp_path / "missing.txt")
+
+
+def _adapt(nb201, est, device, seed):
+    lat = nb201.latency(device)
+    pool = np.setdiff1d(np.arange(len(nb201)), nb201.reference_rows)
+    few = np.random.default_rng(seed).choice(pool, 10, replace=False)
+    with torch_threads(1):
+        return est.adapt(lat[nb201.reference_rows], nb201.archs[few], lat[few])
+
+
+def test_real_devices_margin_bounds_and_helps_rule(nb201, metad2a):
+    cands, _, rows = metad2a
+    archs = [c.arch for c in cands]
+    acc = np.array([c.accuracy for c in cands])
+    est = HELPEstimator.pretrained("nasbench201")
+    met = {0.0: 0, 1.645: 0}
+    total = 0
+    for device in UNSEEN:
+        lat = nb201.latency(device)[rows]
+        for seed in range(4):
+            _adapt(nb201, est, device, seed)
+            mean, std = est.predict(archs, return_std=True)
+            for q in (0.2, 0.5, 0.8):
+                limit = float(np.quantile(lat, q))
+                total += 1
+                for margin in met:
+                    s = select(zip(archs, acc), est, limit, margin=margin, shortlist=HELP_SHORTLIST)
+                    bound = mean + margin * std
+                    assert bound[s.position] <= limit and s.upper_ms == pytest.approx(bound[s.position])
+                    if margin == 0.0:  # HELP's official loop: first 3 with prediction <= const, most accurate
+                        first3 = [i for i in range(len(archs)) if mean[i] <= limit][:3]
+                        assert s.position == max(first3, key=lambda i: acc[i])
+                    met[margin] += lat[s.position] <= limit
+    # the uncertainty margin meets the constraint on the device at least as often as HELP's rule
+    assert met[1.645] >= met[0.0] and met[1.645] / total >= 0.8, (met, total)
