@@ -31,7 +31,8 @@ def adapt_on_this_machine(space: str, device: LocalTorchDevice, store=None, shot
 
 
 def search_and_verify(est: HELPEstimator, device, latency_limit_ms: float, cycles: int = 60,
-                      seed: int = 0, progress: bool = False, verify_top: int = 4) -> dict:
+                      seed: int = 0, progress: bool = False, verify_top: int = 4,
+                      anchors: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Latency-constrained search on a real device, checked by measurement.
 
     1. Regularised evolution maximises the SynFlow proxy subject to *predicted* latency <= the limit.
@@ -42,7 +43,10 @@ def search_and_verify(est: HELPEstimator, device, latency_limit_ms: float, cycle
        does not bias the reported latency.
 
     ``device`` is anything with ``measure(index_array) -> Measurements`` (:class:`LocalTorchDevice`,
-    :class:`~help_plugin.measure.CallableDevice`).
+    :class:`~help_plugin.measure.CallableDevice`). ``anchors`` — ``(archs [k, L], latency_ms [k])``
+    measured when the estimator was adapted, e.g. the reference archs — are re-timed with each check;
+    the median ratio now/then (``drift``) shows whether the device got slower or faster since then
+    (load on a shared machine, thermal throttling), which no predictor can foresee.
     """
     t0 = time.perf_counter()
     found = evolutionary_search(est, lambda a: synflow_score(est.space, a), latency_limit_ms, cycles=cycles,
@@ -50,17 +54,31 @@ def search_and_verify(est: HELPEstimator, device, latency_limit_ms: float, cycle
     search_s = time.perf_counter() - t0
     ranked = sorted(found.evaluated, key=lambda e: -e[1])[:max(1, verify_top)]
     candidates = np.stack([arch for arch, _, _ in ranked])
-    checked_ms = device.measure(candidates).latency_ms
+
+    def timed(archs: np.ndarray) -> tuple[np.ndarray, float]:
+        if anchors is None:
+            return device.measure(archs).latency_ms, float("nan")
+        ms = device.measure(np.concatenate([archs, anchors[0]])).latency_ms
+        return ms[:len(archs)], float(np.median(ms[len(archs):] / np.asarray(anchors[1])))
+
+    checked_ms, verify_drift = timed(candidates)
     meets = np.flatnonzero(checked_ms <= latency_limit_ms)
     pick = int(meets[0]) if len(meets) else int(np.argmin(checked_ms))
     winner, score, predicted_ms = ranked[pick]
-    measured = float(device.measure(winner[None]).latency_ms[0])
+    measured_ms, drift = timed(winner[None])
+    measured = float(measured_ms[0])
+    if abs(drift - 1) > 0.1:
+        log.warning("the device runs %.0f %% %s than when the estimator was adapted (anchor archs re-timed): "
+                    "re-measured latencies are shifted by that much", 100 * abs(drift - 1),
+                    "slower" if drift > 1 else "faster")
     return {"latency_limit_ms": latency_limit_ms, "arch": est.space.format(winner),
             "proxy": "SynFlow (training-free, no data)", "proxy_score": float(score),
             "predicted_ms": float(predicted_ms), "verify_ms": float(checked_ms[pick]), "measured_ms": measured,
+            "drift": drift, "verify_drift": verify_drift,
             "constraint_met": measured <= latency_limit_ms,
             "within_10pct_below": 0.9 * latency_limit_ms <= measured <= latency_limit_ms,
-            "verify_measurements": len(candidates) + 1, "evaluated": len(found.evaluated),
+            "verify_measurements": len(candidates) + 1 + (0 if anchors is None else 2 * len(anchors[0])),
+            "evaluated": len(found.evaluated),
             "search_seconds": search_s,
             "candidates": [(float(ms), float(score)) for _, score, ms in found.evaluated]}
 
@@ -106,7 +124,8 @@ def run_demo(space: str = "nasbench201", shots: int = 10, n_test: int = 50, seed
     }
     report["help+"]["fraction_of_ceiling"] = report["help+"]["spearman"] / report["retest_rho"]
     limit = float(np.round(np.median(test_ms), 2))  # a constraint in the middle of what this space costs here
-    report["search"] = search_and_verify(est, device, limit, cycles=search_cycles, seed=seed, progress=progress)
+    report["search"] = search_and_verify(est, device, limit, cycles=search_cycles, seed=seed, progress=progress,
+                                         anchors=(refs, ms[:n_ref]))
     est.save(out_dir / "adapted.safetensors")
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     try:
@@ -143,6 +162,7 @@ def format_report(r: dict) -> str:
     lines += [
         f"| search: limit / predicted / re-measured | {sr['latency_limit_ms']:.2f} / {sr['predicted_ms']:.2f} / "
         f"{sr['measured_ms']:.2f} ms ({'met' if sr['constraint_met'] else 'MISSED'}) |",
+        f"| search: device drift since adaptation (reference archs re-timed) | {sr['drift']:.2f}x |",
         f"| search: candidates scored, measured; time | {sr['evaluated']}, {sr['verify_measurements']}; "
         f"{sr['search_seconds']:.1f} s |",
         f"\nfound ({sr['proxy']}): {sr['arch']}",

@@ -196,3 +196,17 @@ def test_search_verifies_candidates_by_measurement(nb201):
     checked = [lat[row[a]] for a in calls[:3]]
     assert r["constraint_met"] == (min(checked) <= limit)  # the oracle is exact: a met check stays met
     assert r["verify_ms"] == r["measured_ms"]
+
+
+def test_search_reports_device_drift_from_anchor_archs(nb201):
+    from help_plugin.demo import search_and_verify
+
+    lat = nb201.latency("pixel2")
+    row = {nb201.space.canonical(a): i for i, a in enumerate(nb201.archs)}
+    slower = CallableDevice("nasbench201", lambda a: 1.25 * float(lat[row[a]]), name="pixel2-under-load")
+    est = HELPEstimator.pretrained("nasbench201").adapt(lat[nb201.reference_rows], nb201.archs[:10], lat[:10])
+    refs = nb201.archs[nb201.reference_rows]
+    r = search_and_verify(est, slower, float(np.percentile(lat, 40)), cycles=5, seed=0, verify_top=2,
+                          anchors=(refs, lat[nb201.reference_rows]))
+    assert r["drift"] == pytest.approx(1.25) and r["verify_drift"] == pytest.approx(1.25)
+    assert r["verify_measurements"] == 2 + 1 + 2 * len(refs)
