@@ -171,16 +171,16 @@ class HELPEstimator(LatencyEstimator):
         """Differentiable latency (ms) from relaxed choices ``probs`` ``[n, arch_length, max_choice]``.
 
         A one-hot ``probs`` gives exactly :meth:`predict`; gradients flow to ``probs`` (for
-        differentiable NAS). Available for additive spaces (``space.differentiable``).
+        differentiable NAS). Any floating dtype; the result has ``probs``'s dtype. Available for additive spaces (``space.differentiable``).
         """
         self._check_fitted()
         if not self.space.differentiable:
             raise NotImplementedError(f"{self.space.name} has no relaxed encoding")
-        costs = self.space.relaxed_costs(probs)
-        enc = self.space.relaxed_encode(probs, costs)
+        costs = self.space.relaxed_costs(probs.to(torch.float64))
+        enc = self.space.relaxed_encode(probs, costs).to(torch.float32)  # the predictor networks are float32
         if isinstance(self.learner_, PoolBasisLearner):
-            return self.head_.predict_torch(self.learner_.basis_torch(enc, costs).to(torch.float64)).to(probs.dtype)
-        return self.learner_.predict_torch(self.head_, enc)
+            return self.head_.predict_torch(self.learner_.basis_torch(enc, costs)).to(probs.dtype)
+        return self.learner_.predict_torch(self.head_, enc).to(probs.dtype)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:

@@ -150,7 +150,7 @@ class PoolBasisLearner:
         """Head input ``[n, 4 + n_pool]``: analytic costs and predicted pool latencies (ms)."""
         z = self.pool_log_latency(encoding)
         pool_ms = torch.exp(z * torch.as_tensor(self.y_std) + torch.as_tensor(self.y_mean))
-        return torch.cat([costs, pool_ms], dim=1)
+        return torch.cat([costs, pool_ms.to(costs.dtype)], dim=1)
 
     def basis(self, indices: np.ndarray) -> np.ndarray:
         costs = self.space.cost_features(indices)
