@@ -111,7 +111,7 @@ def test_unknown_space():
         get_space("nb301")
 
 
-@pytest.mark.parametrize("name", ["nasbench201", "fbnet"])
+@pytest.mark.parametrize("name", ["nasbench201", "fbnet", "ofa"])
 def test_built_networks_match_analytic_parameter_count(name):
     sp = get_space(name)
     for idx in sp.sample(3, seed=2):

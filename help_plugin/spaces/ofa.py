@@ -11,6 +11,8 @@ Index layout: 20 kernel indices, 20 expand indices, 5 depth indices, 1 resolutio
 """
 from __future__ import annotations
 
+import functools
+import threading
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,7 @@ class OFAMobileNetV3(SearchSpace):
 
     name = "ofa"
     choices = (3,) * 20 + (3,) * 20 + (3,) * 5 + (len(RESOLUTIONS),)
+    num_classes = NUM_CLASSES
 
     def parse(self, arch: Any) -> np.ndarray:
         if not isinstance(arch, dict):
@@ -140,3 +143,49 @@ class OFAMobileNetV3(SearchSpace):
         memory = memory + (c + FINAL_EXPAND) * hw
         kernels = kernels + 6
         return np.stack([macs, params, memory, kernels], axis=1)
+
+    # ------------------------------------------------------------------ networks
+    def _row(self, arch: Any) -> np.ndarray:
+        return self.to_indices(arch)[0] if isinstance(arch, np.ndarray) else self.parse(arch)
+
+    def input_size(self, arch: Any) -> tuple[int, int, int]:
+        """``(3, r, r)``: the subnet's input image at its resolution ``r``."""
+        r = RESOLUTIONS[int(self._row(arch)[45])]
+        return (3, r, r)
+
+    def build_network(self, arch: Any):
+        """The subnet as OFA extracts it: a ``MobileNetV3`` module in eval mode, ``[n, 3, r, r] -> [n, 1000]`` logits.
+
+        Built by the ``ofa`` package (``OFAMobileNetV3(ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6],
+        depth_list=[2, 3, 4], width_mult=1.0)``, ``set_active_subnet``, ``get_active_subnet``) with
+        *random* weights: no checkpoint is downloaded, which is all latency needs. The subnet's weights
+        are slices of one supernet initialised with seed 0, so a given arch always gets the same network.
+        Its conv/linear weight count equals :meth:`params`; BN parameters and biases come on top.
+        Raises ``ImportError`` naming the missing package if ``ofa`` is not installed.
+        """
+        cfg = self.format(self._row(arch))
+        supernet = _supernet()
+        with _SUPERNET_LOCK:  # the active subnet is state of the shared supernet
+            supernet.set_active_subnet(ks=cfg["ks"], e=cfg["e"], d=cfg["d"])
+            net = supernet.get_active_subnet(preserve_weight=True)
+        return net.eval()
+
+
+_SUPERNET_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _supernet():
+    """OFA's elastic MobileNetV3 supernet for this space (random init, seed 0), built once per process."""
+    try:
+        import torch
+        from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3 as OFASupernet
+    except ImportError as err:
+        raise ImportError(
+            f"building OFA MobileNetV3 subnets needs the `ofa` package and what it imports (torchvision matching "
+            f"your torch, Pillow, gdown): pip install 'help-plugin[ofa]' ({err})") from err
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = OFASupernet(n_classes=NUM_CLASSES, ks_list=list(KERNELS), expand_ratio_list=list(EXPANDS),
+                          depth_list=list(DEPTHS), width_mult=1.0)
+    return net.eval()
