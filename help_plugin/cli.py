@@ -227,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "architectures on this CPU (PyTorch eager, interleaved passes), adapts the shipped "
                                    "model and reports its accuracy on the held-out ones next to the harness's own "
                                    "test-retest ceiling and the FLOPs proxy; writes report.json and scatter.png.")
-    d.add_argument("--space", choices=measurable, default="nasbench201", help="search space (default nasbench201)")
+    d.add_argument("--space", choices=["nasbench201", "fbnet"], default="nasbench201",
+                   help="search space (default nasbench201; ofa and hat networks take too long per forward pass "
+                        "on a CPU for a minutes-long demo: use `help-nas measure`/`search` for them)")
     d.add_argument("--shots", type=int, default=10, help="measured samples besides the reference archs (default 10)")
     d.add_argument("--test", type=int, default=50, help="held-out architectures to score (default 50)")
     d.add_argument("--threads", type=int, default=1, help="CPU threads for inference (default 1)")

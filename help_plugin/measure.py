@@ -86,8 +86,10 @@ class LocalTorchDevice:
 
     @property
     def settings(self) -> str:
-        """The timing protocol, part of the measurement-store key."""
-        return f"passes={self.passes},runs={self.runs},warmup={self.warmup}"
+        """The timing protocol (and the space's own input settings), part of the measurement-store key."""
+        protocol = f"passes={self.passes},runs={self.runs},warmup={self.warmup}"
+        extra = self.space.measurement_settings
+        return f"{protocol},{extra}" if extra else protocol
 
     @property
     def device_id(self) -> str:

@@ -25,6 +25,8 @@ def synflow_score(space: str | SearchSpace, arch: Any, seed: int = 0) -> float:
         for p in net.parameters():
             p.abs_()
     with torch_threads(1):
-        net(torch.ones(1, *space.input_size(idx), dtype=torch.float64)).sum().backward()
+        inputs = tuple(torch.ones_like(t, dtype=torch.float64) if t.is_floating_point() else t
+                       for t in space.example_input(idx, 1))
+        net(*inputs).sum().backward()
     total = sum(float((p.detach() * p.grad).abs().sum()) for p in net.parameters() if p.grad is not None)
     return float(np.log(total)) if total > 0 else float("-inf")

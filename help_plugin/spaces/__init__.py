@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .base import COST_FEATURES, SearchSpace
 from .fbnet import FBNet
+from .hat import HATTransformer
 from .nasbench201 import NASBench201
 from .ofa import OFAMobileNetV3
 
@@ -17,7 +18,7 @@ def register(cls: type[SearchSpace]) -> type[SearchSpace]:
     return cls
 
 
-for _cls in (NASBench201, FBNet, OFAMobileNetV3):
+for _cls in (NASBench201, FBNet, OFAMobileNetV3, HATTransformer):
     register(_cls)
 
 
@@ -34,5 +35,5 @@ def get_space(space: str | SearchSpace) -> SearchSpace:
     return _REGISTRY[space]()
 
 
-__all__ = ["COST_FEATURES", "SearchSpace", "NASBench201", "FBNet", "OFAMobileNetV3",
+__all__ = ["COST_FEATURES", "SearchSpace", "NASBench201", "FBNet", "OFAMobileNetV3", "HATTransformer",
            "register", "get_space", "available_spaces"]

@@ -188,6 +188,11 @@ class SearchSpace(abc.ABC):
         raise NotImplementedError(f"{self.name} has no network builder yet")
 
     @property
+    def measurement_settings(self) -> str:
+        """What an instance times beyond the architecture (e.g. sequence lengths), for store keys."""
+        return ""
+
+    @property
     def has_network(self) -> bool:
         """Whether :meth:`build_network` is implemented (the space can be measured on a device)."""
         return type(self).build_network is not SearchSpace.build_network
