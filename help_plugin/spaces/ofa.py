@@ -29,9 +29,12 @@ STAGE_SE = (False, True, False, True, True)
 FIRST_CHANNELS, FINAL_EXPAND, FEATURE_MIX, NUM_CLASSES = 16, 960, 1280, 1000
 
 
-def make_divisible(v: float, divisor: int = 8) -> int:
-    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new_v + divisor if new_v < 0.9 * v else new_v
+def make_divisible(v, divisor: int = 8):
+    """OFA's channel rounding (to a multiple of ``divisor``, never below 90 % of ``v``); elementwise on arrays."""
+    v = np.asarray(v, dtype=np.float64)
+    new_v = np.maximum(divisor, np.floor(v + divisor / 2) // divisor * divisor)
+    out = np.where(new_v < 0.9 * v, new_v + divisor, new_v)
+    return int(out) if out.ndim == 0 else out
 
 
 def _ceil_half(h):
@@ -125,7 +128,7 @@ class OFAMobileNetV3(SearchSpace):
                 lmem = c_in * h * h + 2 * mid * h * h + 2 * mid * h_out ** 2 + c_out * h_out ** 2
                 lk = 9.0 + (j > 0)
                 if se:
-                    squeeze = np.array([make_divisible(m // 4) for m in mid], dtype=np.float64)
+                    squeeze = make_divisible(mid // 4)
                     lm = lm + 2 * mid * squeeze + mid * h_out ** 2
                     lp = lp + 2 * mid * squeeze
                     lmem = lmem + 2 * mid * h_out ** 2
