@@ -33,13 +33,12 @@ def predicted_upper_bound(estimator: LatencyEstimator, archs: Any, margin: float
         raise ValueError(f"margin must be a finite number of standard deviations >= 0, got {margin!r}")
     if not np.isfinite(fallback_rel_std) or fallback_rel_std < 0:
         raise ValueError(f"fallback_rel_std must be a finite fraction >= 0, got {fallback_rel_std!r}")
-    idx = estimator.space.to_indices(archs)
     try:
-        mean, std = estimator.predict(idx, return_std=True)
+        mean, std = estimator.predict(archs, return_std=True)  # predict validates archs
         spread = np.asarray(std, dtype=np.float64)
     except (TypeError, NotImplementedError):
-        mean = estimator.predict(idx)
-        std = np.full(len(idx), np.nan)
+        mean = estimator.predict(archs)
+        std = np.full(len(mean), np.nan)
         spread = fallback_rel_std * np.asarray(mean, dtype=np.float64)
     mean = np.asarray(mean, dtype=np.float64)
     return mean, np.asarray(std, dtype=np.float64), mean + margin * spread

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from help_plugin.cache import PredictionCache
 from help_plugin.estimator import LatencyEstimator
 from help_plugin.meta import torch_threads
 from help_plugin.models import mlp
@@ -178,10 +179,14 @@ class LatencyPredictor:
         self.feature_dim, self.hidden_dim, self.hidden_layer_num = feature_dim, hidden_dim, hidden_layer_num
         self.train_steps, self.bsz, self.lr = train_steps, bsz, lr
         self.loader = loader or _load_help_estimator
-        self.estimator = estimator if estimator is not None else self.default_estimator
-        self._cache: dict[str, float] = {}
-        if self.estimator is not None:
-            self._check_estimator(self.estimator, "estimator")
+        self.estimator = self._cache = None
+        if estimator is not None or self.default_estimator is not None:
+            self._bind(estimator if estimator is not None else self.default_estimator, "estimator")
+
+    def _bind(self, est, source: str) -> None:
+        self._check_estimator(est, source)
+        self.estimator = est
+        self._cache = PredictionCache(est.space, est.predict, self.cache_size)
 
     @staticmethod
     def _check_estimator(est, source: str) -> None:
@@ -203,10 +208,7 @@ class LatencyPredictor:
         if path.suffix in (".pt", ".pth"):
             raise ValueError(f"{path} looks like HAT's own MLP checkpoint; the HELP drop-in loads an estimator "
                              "saved with HELPEstimator.save(...) (a .safetensors file) as ckpt-path")
-        est = self.loader(str(path))
-        self._check_estimator(est, f"the estimator in {path}")
-        self.estimator = est
-        self._cache.clear()
+        self._bind(self.loader(str(path)), f"the estimator in {path}")
 
     def predict_lat(self, config: dict) -> float:
         """Latency in ms of one HAT SubTransformer config (HAT's dict, as ``gene2config`` returns it)."""
@@ -216,16 +218,7 @@ class LatencyPredictor:
         """Latency in ms of several configs, ``[n]``, batched; cached per canonical config."""
         if self.estimator is None:
             raise RuntimeError("LatencyPredictor: call load_ckpt() first (or pass estimator=)")
-        space = self.estimator.space
-        idx = space.canonical_indices(space.to_indices(list(configs)))
-        keys = [r.tobytes() for r in idx]
-        todo = [i for i, k in enumerate(keys) if k not in self._cache]
-        if todo:
-            if len(self._cache) + len(todo) > self.cache_size:
-                self._cache.clear()
-            pred = np.asarray(self.estimator.predict(idx[todo]), dtype=np.float64)
-            self._cache.update({keys[i]: float(v) for i, v in zip(todo, pred)})
-        return np.array([self._cache[k] for k in keys])
+        return self._cache(self.estimator.space.to_indices(list(configs)))
 
 
 def install(estimator: LatencyEstimator | None = None, module: Any = None) -> Any:

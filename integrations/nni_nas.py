@@ -56,6 +56,7 @@ from nni.nas.strategy import DARTS, GumbelDARTS, Proxyless, Strategy
 from nni.nas.strategy.middleware import Chain, Filter
 from torch import nn
 
+from help_plugin.cache import PredictionCache
 from help_plugin.estimator import LatencyEstimator
 from help_plugin.losses import ExpectedLatencyLoss
 from help_plugin.spaces import get_space
@@ -255,8 +256,7 @@ class HELPProfiler(Profiler):
         self.estimator = estimator
         self.unmapped = unmapped
         self.margin_std = float(margin_std)
-        self.cache_size = cache_size
-        self._cache: dict[bytes, float] = {}
+        self._cache = PredictionCache(estimator.space, self._predict, cache_size)
 
     def to_arch(self, sample: Mapping[str, Any]) -> np.ndarray:
         """The estimator-space index vector of an NNI sample."""
@@ -270,21 +270,17 @@ class HELPProfiler(Profiler):
             if self.unmapped == "inf":
                 return math.inf
             raise
-        key = arch.tobytes()
-        if key not in self._cache:
-            if len(self._cache) >= self.cache_size:
-                self._cache.clear()
-            self._cache[key] = self._predict(arch[None])
-        return self._cache[key]
+        return float(self._cache(arch[None])[0])
 
-    def _predict(self, idx: np.ndarray) -> float:
+    def _predict(self, idx: np.ndarray) -> np.ndarray:
+        """ms (plus ``margin_std`` predictive std) of index rows ``[n, L]``."""
         if not self.margin_std:
-            return float(self.estimator.predict(idx)[0])
+            return self.estimator.predict(idx)
         try:
             mean, std = self.estimator.predict(idx, return_std=True)
         except TypeError:
             raise TypeError(f"{type(self.estimator).__name__}.predict has no return_std; use margin_std=0") from None
-        return float(mean[0] + self.margin_std * std[0])
+        return mean + self.margin_std * std
 
     def __repr__(self) -> str:
         margin = f", margin_std={self.margin_std}" if self.margin_std else ""

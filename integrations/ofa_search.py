@@ -43,11 +43,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from help_plugin.cache import PredictionCache
 from help_plugin.estimator import LatencyEstimator, NotFittedError
+from help_plugin.search import predicted_upper_bound
 from help_plugin.spaces import get_space
 from help_plugin.spaces.ofa import RESOLUTIONS
 from help_plugin.validation import check_latencies
-from integrations.metad2a import predicted_upper_bound
 
 try:
     import torch
@@ -111,24 +112,37 @@ class HELPEfficiencyPredictor:
             raise ValueError(f"margin must be a finite number of standard deviations >= 0, got {margin!r}")
         if not np.isfinite(fallback_rel_std) or fallback_rel_std < 0:
             raise ValueError(f"fallback_rel_std must be a finite fraction >= 0, got {fallback_rel_std!r}")
-        if not isinstance(cache_size, (int, np.integer)) or cache_size < 1:
-            raise ValueError(f"cache_size must be a positive int, got {cache_size!r}")
         self.estimator, self.space = estimator, space
-        self.margin, self.fallback_rel_std, self.cache_size = float(margin), float(fallback_rel_std), int(cache_size)
+        self.margin, self.fallback_rel_std = float(margin), float(fallback_rel_std)
+        # keyed by the active layers' choices (help_plugin.cache), behind a fast path keyed by arch_key
+        self._cache = PredictionCache(space, self._estimate, cache_size)
+        self.cache_size = self._cache.size
         self.clear_cache()
 
     def clear_cache(self) -> None:
         """Forget every cached prediction and reset the counters."""
         self._by_key: collections.OrderedDict = collections.OrderedDict()  # arch_key -> ms (fast path)
-        self._by_canonical: collections.OrderedDict = collections.OrderedDict()  # active-layer bytes -> ms
-        self.queries = self.hits = self.estimator_calls = self.estimator_archs = 0
+        self._cache.clear()
+        self.queries = self._fast_hits = 0
+
+    @property
+    def hits(self) -> int:
+        return self._fast_hits + self._cache.hits
+
+    @property
+    def estimator_calls(self) -> int:
+        return self._cache.calls
+
+    @property
+    def estimator_archs(self) -> int:
+        return self._cache.archs
 
     def cache_info(self) -> dict:
         """``{"queries", "hits", "hit_rate", "estimator_calls", "estimator_archs", "size"}``."""
         return {"queries": self.queries, "hits": self.hits,
                 "hit_rate": self.hits / self.queries if self.queries else 0.0,
                 "estimator_calls": self.estimator_calls, "estimator_archs": self.estimator_archs,
-                "size": len(self._by_canonical)}
+                "size": len(self._cache)}
 
     # ------------------------------------------------------------------ OFA's two call conventions
     def get_efficiency(self, arch_dict: dict) -> float:
@@ -137,7 +151,7 @@ class HELPEfficiencyPredictor:
         key = arch_key(arch_dict)
         ms = self._by_key.get(key)
         if ms is not None:
-            self.hits += 1
+            self._fast_hits += 1
             self._by_key.move_to_end(key)
             return ms
         return float(self._predict([arch_dict], [key])[0])
@@ -153,26 +167,10 @@ class HELPEfficiencyPredictor:
         return self._predict(archs, [arch_key(a) for a in archs])
 
     # ------------------------------------------------------------------ internals
-    def _canonical(self, idx: np.ndarray) -> list[bytes]:
-        """Keys of index rows ``[n, 46]`` with inactive layers' ks/e zeroed (they do not change the network)."""
-        masked = idx.copy()
-        inactive = ~self.space.active_mask(idx)
-        masked[:, :20][inactive] = 0
-        masked[:, 20:40][inactive] = 0
-        return [row.tobytes() for row in masked.astype(np.int8)]
-
     def _estimate(self, idx: np.ndarray) -> np.ndarray:
-        self.estimator_calls += 1
-        self.estimator_archs += len(idx)
         if self.margin == 0:
-            return np.asarray(self.estimator.predict(idx), dtype=np.float64)
+            return self.estimator.predict(idx)
         return predicted_upper_bound(self.estimator, idx, self.margin, self.fallback_rel_std)[2]
-
-    @staticmethod
-    def _remember(cache: collections.OrderedDict, key, value: float, size: int) -> None:
-        cache[key] = value
-        if len(cache) > size:
-            cache.popitem(last=False)
 
     def _predict(self, archs: list, keys: list) -> np.ndarray:
         out = np.empty(len(archs))
@@ -184,33 +182,13 @@ class HELPEfficiencyPredictor:
             else:
                 out[i] = ms
                 self._by_key.move_to_end(key)
-                self.hits += 1
-        if not todo:
-            return out
-        idx = self.space.to_indices([archs[i] for i in todo])  # validates: errors name the bad value
-        canon = self._canonical(idx)
-        missing: dict[bytes, list[int]] = {}
-        for j, c in enumerate(canon):
-            ms = self._by_canonical.get(c)
-            if ms is None:
-                missing.setdefault(c, []).append(j)
-            else:
-                out[todo[j]] = ms
-                self._by_canonical.move_to_end(c)
-                self.hits += 1
-        if missing:
-            rows = [js[0] for js in missing.values()]
-            pred = self._estimate(idx[rows])
-            if not np.all(np.isfinite(pred)):
-                bad = rows[int(np.argmax(~np.isfinite(pred)))]
-                raise ValueError(f"{type(self.estimator).__name__} predicted {pred[rows.index(bad)]!r} ms for "
-                                 f"{self.space.format(idx[bad])}")
-            for (c, js), ms in zip(missing.items(), pred):
-                self._remember(self._by_canonical, c, float(ms), self.cache_size)
-                for j in js:
-                    out[todo[j]] = ms
-        for i in todo:
-            self._remember(self._by_key, keys[i], float(out[i]), self.cache_size)
+                self._fast_hits += 1
+        if todo:
+            out[todo] = self._cache(self.space.to_indices([archs[i] for i in todo]))  # validates
+            for i in todo:
+                self._by_key[keys[i]] = float(out[i])
+                if len(self._by_key) > self._cache.size:
+                    self._by_key.popitem(last=False)
         return out
 
 

@@ -43,12 +43,7 @@ HAT_YML = {"encoder-embed-dim-subtransformer": 512, "decoder-embed-dim-subtransf
            "decoder-arbitrary-ende-attn-all-subtransformer": [1]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gene2config_form(config: dict) -> dict:

@@ -187,6 +187,11 @@ class SearchSpace(abc.ABC):
         """A ``torch.nn.Module`` of the architecture, as the benchmark measured it."""
         raise NotImplementedError(f"{self.name} has no network builder yet")
 
+    def canonical_indices(self, indices: np.ndarray) -> np.ndarray:
+        """Valid index rows ``[n, arch_length]`` with positions that do not change the network set to 0:
+        equal rows, equal networks (used as cache keys). Default: the rows themselves."""
+        return np.asarray(indices)
+
     @property
     def measurement_settings(self) -> str:
         """What an instance times beyond the architecture (e.g. sequence lengths), for store keys."""

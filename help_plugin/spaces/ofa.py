@@ -100,6 +100,14 @@ class OFAMobileNetV3(SearchSpace):
         out[:, 60:120] *= mask  # expand one-hots of inactive layers
         return out
 
+    def canonical_indices(self, indices: np.ndarray) -> np.ndarray:
+        """``indices`` with the kernel and expand positions of layers beyond a stage's depth set to 0."""
+        idx = np.array(indices, copy=True)
+        inactive = ~self.active_mask(idx)
+        idx[:, :20][inactive] = 0
+        idx[:, 20:40][inactive] = 0
+        return idx
+
     def cost_features(self, indices: np.ndarray) -> np.ndarray:
         indices = self.to_indices(indices)
         n = len(indices)
