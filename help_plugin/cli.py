@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     se = sub.add_parser("search", help="latency-constrained evolutionary search on this machine",
                         description="Adapts the shipped model to this CPU (reference archs + K shots, measured through "
-                                    "the store, so a second run measures nothing) unless --model is given, runs "
+                                    "the store, so a second run measures nothing) unless --model is given, re-times the "
+                                    "reference archs to rescale the limit to the machine's current speed, runs "
                                     "regularised evolution maximising the SynFlow proxy under the predicted-latency "
                                     "limit, measures the --verify-top best candidates and keeps the best one that "
                                     "meets the limit, then re-measures it and reports predicted vs measured latency.")

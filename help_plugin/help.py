@@ -84,6 +84,7 @@ class HELPEstimator(LatencyEstimator):
         self.valid_devices_ = tuple(valid_devices)
         self.head_ = None
         self.n_measurements_ = None
+        self.reference_latencies_ms_ = None
         log.info("meta-trained %s on %s in %.1f s", self.method, self.space.name, self.meta_train_seconds_)
         return self
 
@@ -133,6 +134,7 @@ class HELPEstimator(LatencyEstimator):
         self.head_ = self.learner_.adapt(self.reference_indices_, ref_ms, shot_idx, shot_ms)
         self.adapt_seconds_ = time.perf_counter() - t0
         self.n_measurements_ = len(ref_ms) + len(shot_ms)
+        self.reference_latencies_ms_ = ref_ms.copy()  # re-timing them later shows device drift (demo.search_and_verify)
         return self
 
     def fit(self, archs: Any, latencies_ms: Any) -> "HELPEstimator":
@@ -195,6 +197,7 @@ class HELPEstimator(LatencyEstimator):
         if self.is_fitted:
             meta["adapted"] = True
             meta["n_measurements"] = self.n_measurements_
+            tensors["reference_latencies_ms"] = torch.from_numpy(np.asarray(self.reference_latencies_ms_, np.float64))
             if isinstance(self.head_, RidgeHead):
                 tensors.update({f"head.{k}": torch.from_numpy(np.atleast_1d(v)) for k, v in self.head_.state().items()})
             else:
@@ -219,9 +222,12 @@ class HELPEstimator(LatencyEstimator):
             est.train_devices_ = tuple(meta["train_devices"])
             est.valid_devices_ = tuple(meta["valid_devices"])
             est.meta_train_seconds_ = meta.get("meta_train_seconds")
-            est.head_, est.n_measurements_ = None, None
+            est.head_, est.n_measurements_, est.reference_latencies_ms_ = None, None, None
             if meta.get("adapted"):
                 est.n_measurements_ = int(meta["n_measurements"])
+                if "reference_latencies_ms" in tensors:  # absent from older checkpoints
+                    est.reference_latencies_ms_ = check_latencies(tensors["reference_latencies_ms"].numpy(),
+                                                                  "reference_latencies_ms")
                 if learner_cls is PoolBasisLearner:
                     est.head_ = RidgeHead.from_state({k: v.numpy() for k, v in sub("head.").items()})
                 else:

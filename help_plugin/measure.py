@@ -6,6 +6,15 @@ back-to-back forwards per architecture per pass and keeps their minimum, then re
 median over passes. The Spearman correlation between the medians of the even and the odd
 passes (``retest_rho``) measures the harness's own reliability: the ceiling any predictor
 can reach on this device.
+
+Allocator state is part of what a timing measures. With glibc's default ``malloc``, large tensors
+are mmap-ed and their pages handed back to the kernel when freed, and the threshold for that moves
+with the process's history, so the same network timed at different moments of one process runs
+with or without a page fault per activation: on a 2-vCPU VM, FBNet's reference networks timed
+0.87x as long in a process's second timing session as in its first, NAS-Bench-201 at batch 16
+0.71-0.84x (``benchmarks/timing_drift_checks.py``). :func:`set_steady_heap` fixes glibc's thresholds
+once per process, so every session times the steady state (the minor page faults per session drop
+from ~10^5-10^6 to ~0).
 """
 from __future__ import annotations
 
@@ -36,6 +45,38 @@ class Measurements:
     seconds: float
 
 
+# glibc mallopt parameters (malloc.h) and the values set_steady_heap sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TRIM_THRESHOLD_BYTES, _MMAP_THRESHOLD_BYTES = 1 << 30, 32 << 20  # 32 MiB: glibc's maximum mmap threshold
+_steady_heap_state: bool | None = None
+
+
+def _glibc() -> bool:
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+def set_steady_heap() -> bool:
+    """Make glibc keep freed memory for reuse (trim threshold 1 GiB, mmap threshold 32 MiB), once per process.
+
+    Afterwards tensors up to 32 MiB come from the heap and freed memory is not returned to the
+    kernel, so forwards stop page-faulting and timings no longer depend on what the process did
+    before. Process-wide and irreversible (the memory the process holds may stay higher); returns
+    False, changing nothing, where the C library is not glibc (macOS, Windows, musl).
+    """
+    global _steady_heap_state
+    if _steady_heap_state is None:
+        _steady_heap_state = False
+        if _glibc():
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            _steady_heap_state = bool(libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
+                                      and libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
+            log.info("glibc malloc: trim threshold %d B, mmap threshold %d B (%s)", _TRIM_THRESHOLD_BYTES,
+                     _MMAP_THRESHOLD_BYTES, "set" if _steady_heap_state else "mallopt refused")
+    return _steady_heap_state
+
+
 def _cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo"):
@@ -60,6 +101,8 @@ class LocalTorchDevice:
         torch_device: ``"cpu"`` or ``"cuda"`` / ``"cuda:N"`` (torch backend; each timed forward ends
             with a device synchronisation).
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"`` weights and inputs (torch backend).
+        steady_heap: call :func:`set_steady_heap` before timing (default), so that timings do not depend
+            on the allocator's history in this process; part of :attr:`settings` when it takes effect.
     """
 
     BACKENDS = ("torch", "onnxruntime")
@@ -67,7 +110,7 @@ class LocalTorchDevice:
 
     def __init__(self, space: str | SearchSpace, threads: int = 1, batch_size: int = 1, runs: int = 3,
                  passes: int = 5, warmup: int = 2, seed: int = 0, backend: str = "torch",
-                 torch_device: str = "cpu", dtype: str = "float32"):
+                 torch_device: str = "cpu", dtype: str = "float32", steady_heap: bool = True):
         if backend not in self.BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {self.BACKENDS}")
         if dtype not in self.DTYPES:
@@ -81,6 +124,7 @@ class LocalTorchDevice:
         self.threads, self.batch_size, self.runs, self.passes, self.warmup, self.seed = (
             threads, batch_size, runs, passes, warmup, seed)
         self.backend, self.torch_device, self.dtype = backend, torch_device, dtype
+        self.steady_heap = steady_heap
 
     chunk_size = 25  # architectures measured (interleaved) and stored together
 
@@ -88,6 +132,8 @@ class LocalTorchDevice:
     def settings(self) -> str:
         """The timing protocol (and the space's own input settings), part of the measurement-store key."""
         protocol = f"passes={self.passes},runs={self.runs},warmup={self.warmup}"
+        if self.steady_heap and _glibc():
+            protocol += ",heap=steady"
         extra = self.space.measurement_settings
         return f"{protocol},{extra}" if extra else protocol
 
@@ -159,6 +205,8 @@ class LocalTorchDevice:
 
         idx = self.space.to_indices(archs)
         self._check_torch_device()
+        if self.steady_heap:
+            set_steady_heap()
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         rng = np.random.default_rng(self.seed)

@@ -8,7 +8,10 @@
 * One-shot sampling strategies take NNI's own classes with a :class:`HELPProfiler` directly:
   ``RandomOneShot(filter=RangeProfilerFilter(profiler, max=limit_ms))`` and
   ``ENAS(penalty=SampleProfilerPenalty(profiler, baseline=limit_ms, scale=-1.0, nonlinear="positive"))``
-  (ENAS adds the penalty to the *reward*, hence the negative scale).
+  (ENAS adds the penalty to the *reward*, hence the negative scale; NNI's ENAS also needs
+  ``reward_metric_name`` when the evaluator logs several metrics, tianshou 0.5 and gym, and
+  pytorch-lightning 2.0: later versions unpack its train/val loader's batches and ENAS fails;
+  ``pip install 'help-plugin[nni]'`` installs that set).
 * Differentiable strategies: NNI's ``ExpectationProfilerPenalty`` is handed ``export_probs()``, whose
   probabilities are Python floats detached from the architecture weights, so the latency term has no
   gradient and does not change the search. :class:`DifferentiableLatencyPenalty` computes the expected

@@ -19,7 +19,7 @@ with warnings.catch_warnings():  # nni warns about torch classes it does not kno
     from nni.nas.hub.pytorch.proxylessnas import InvertedResidual
     from nni.nas.oneshot.pytorch.profiler import RangeProfilerFilter, SampleProfilerPenalty
     from nni.nas.space import ModelStatus
-    from nni.nas.strategy import DARTS, Random, RandomOneShot, RegularizedEvolution
+    from nni.nas.strategy import DARTS, ENAS, Random, RandomOneShot, RegularizedEvolution
 
 from help_plugin import HELPEstimator
 from help_plugin.meta import torch_threads
@@ -212,13 +212,38 @@ def test_sample_penalty_for_enas(est, limit_ms):
     assert penalty(0.9, slow)[0] == pytest.approx(0.9 - (prof.profile(slow) / limit_ms - 1))
 
 
+def test_enas_controller_learns_the_latency_limit(est, limit_ms, tmp_path):
+    """NNI's own ENAS (tianshou PPO controller) with the HELP penalty on its reward, 48 rewarded samples:
+    without the penalty the controller drifts to slow all-convolution cells (accuracy rewards them),
+    with it the late samples stay near the limit."""
+    late_ms = {}
+    for scale in (0.0, -1.0):
+        torch.manual_seed(0)
+        space = NasBench201(stem_out_channels=4, num_modules_per_stack=1)
+        prof = HELPProfiler(space, est)
+        seen = []
+
+        class RecordingPenalty(SampleProfilerPenalty):
+            def __call__(self, reward, sample):
+                seen.append(prof.profile(sample))
+                return super().__call__(reward, sample)
+
+        penalty = RecordingPenalty(prof, baseline=limit_ms, scale=scale, nonlinear="positive")
+        strategy = ENAS(penalty=penalty, reward_metric_name="val_acc", batches_per_update=4)
+        _run(NasExperiment(space, _tiny_classification(16, epochs=6), strategy), tmp_path)
+        assert len(seen) == 48  # 8 validation batches (rewards) per epoch
+        late_ms[scale] = float(np.mean(seen[-20:]))
+    assert late_ms[-1.0] < late_ms[0.0] - 5.0, late_ms
+    assert late_ms[-1.0] < 1.15 * limit_ms, (late_ms, limit_ms)
+
+
 # ------------------------------------------------------------------------------------------------ differentiable
-def _tiny_classification(steps):
+def _tiny_classification(steps, epochs=1):
     gen = torch.Generator().manual_seed(0)
     ds = torch.utils.data.TensorDataset(torch.randn(64, 3, 8, 8, generator=gen),
                                         torch.randint(0, 10, (64,), generator=gen))
     return Classification(train_dataloaders=DataLoader(ds, batch_size=8), val_dataloaders=DataLoader(ds, batch_size=8),
-                          num_classes=10, max_epochs=1, limit_train_batches=steps, limit_val_batches=1,
+                          num_classes=10, max_epochs=epochs, limit_train_batches=steps, limit_val_batches=1,
                           accelerator="cpu", enable_progress_bar=False, logger=False, enable_checkpointing=False,
                           enable_model_summary=False)
 
