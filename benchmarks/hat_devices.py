@@ -4,7 +4,7 @@ compare with HAT's own approach (its MLP predictor trained on every measurement 
 setting) and the FLOPs proxy.
 
     python benchmarks/hat_devices.py                  # measures until --budget-s, then rerun: it resumes
-    python benchmarks/hat_devices.py --budget-s 4000  # all of it in one go (about 45 min on a 2-vCPU VM)
+    python benchmarks/hat_devices.py --budget-s 4000  # all of it in one go (timing 1,754 held-out SubTransformers took 33 min here)
     python benchmarks/hat_devices.py --save-model help_plugin/pretrained/hat.safetensors
 
 A device is (threads, batch, source tokens, decoder steps) with PyTorch eager on this CPU; every

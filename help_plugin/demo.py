@@ -74,20 +74,28 @@ def search_and_verify(est: HELPEstimator, device, latency_limit_ms: float, cycle
         ms = device.measure(np.concatenate([archs, anchors[0]])).latency_ms
         return ms[:len(archs)], float(np.median(ms[len(archs):] / anchors[1]))
 
-    calibration_drift = timed(np.zeros((0, est.space.arch_length), np.int64))[1] if anchors is not None else 1.0
+    search_limit_ms = latency_limit_ms
+    calibration_drift = float("nan") if anchors is None else timed(np.zeros((0, est.space.arch_length), np.int64))[1]
     if abs(calibration_drift - 1) > calibration_tolerance:
+        search_limit_ms = latency_limit_ms / calibration_drift
         log.info("the device runs %.0f %% %s than when the estimator was adapted (anchor archs re-timed): "
                  "searching under %.2f ms of adaptation-time latency", 100 * abs(calibration_drift - 1),
-                 "slower" if calibration_drift > 1 else "faster", latency_limit_ms / calibration_drift)
-    search_limit_ms = latency_limit_ms / calibration_drift if abs(calibration_drift - 1) > calibration_tolerance \
-        else latency_limit_ms
+                 "slower" if calibration_drift > 1 else "faster", search_limit_ms)
     first_search_limit_ms = search_limit_ms
     n_anchors = 0 if anchors is None else len(anchors[0])
     n_verify, search_s = n_anchors, 0.0
+    proxy_scores: dict = {}  # SynFlow builds a network per arch: score each arch once across retries
+
+    def proxy(arch: np.ndarray) -> float:
+        key = est.space.canonical(arch)
+        if key not in proxy_scores:
+            proxy_scores[key] = synflow_score(est.space, arch)
+        return proxy_scores[key]
+
     for attempt in range(retries + 1):
         t0 = time.perf_counter()
-        found = evolutionary_search(est, lambda a: synflow_score(est.space, a), search_limit_ms, cycles=cycles,
-                                    margin_std=0.0, seed=seed, progress=progress)
+        found = evolutionary_search(est, proxy, search_limit_ms, cycles=cycles, margin_std=0.0, seed=seed,
+                                    progress=progress)
         search_s += time.perf_counter() - t0
         ranked = sorted(found.evaluated, key=lambda e: -e[1])[:max(1, verify_top)]
         candidates = np.stack([arch for arch, _, _ in ranked])
@@ -112,7 +120,7 @@ def search_and_verify(est: HELPEstimator, device, latency_limit_ms: float, cycle
     return {"latency_limit_ms": latency_limit_ms, "arch": est.space.format(winner),
             "proxy": "SynFlow (training-free, no data)", "proxy_score": float(score),
             "predicted_ms": float(predicted_ms), "verify_ms": float(checked_ms[pick]), "measured_ms": measured,
-            "calibration_drift": calibration_drift if anchors is not None else float("nan"),
+            "calibration_drift": calibration_drift,
             "search_limit_ms": first_search_limit_ms, "final_search_limit_ms": search_limit_ms,
             "search_attempts": attempt + 1, "verify_drift": verify_drift, "drift": drift,
             "constraint_met": measured <= latency_limit_ms,

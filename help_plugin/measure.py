@@ -11,8 +11,8 @@ Allocator state is part of what a timing measures. With glibc's default ``malloc
 are mmap-ed and their pages handed back to the kernel when freed, and the threshold for that moves
 with the process's history, so the same network timed at different moments of one process runs
 with or without a page fault per activation: on a 2-vCPU VM, FBNet's reference networks timed
-0.87x as long in a process's second timing session as in its first, NAS-Bench-201 at batch 16
-0.71-0.84x (``benchmarks/timing_drift_checks.py``). :func:`set_steady_heap` fixes glibc's thresholds
+0.88-0.92x as long in a process's later timing sessions as in its first, NAS-Bench-201 at batch 16
+0.84-0.88x (``benchmarks/timing_drift_checks.py``). :func:`set_steady_heap` fixes glibc's thresholds
 once per process, so every session times the steady state (the minor page faults per session drop
 from ~10^5-10^6 to ~0).
 """
