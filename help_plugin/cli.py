@@ -186,7 +186,8 @@ def cmd_search(args) -> int:
         est = adapt_on_this_machine(args.space, device, MeasurementStore(args.store), shots=args.shots,
                                     seed=args.seed, progress=not args.quiet)
     result = search_and_verify(est, device, args.latency_ms, cycles=args.cycles, seed=args.seed,
-                               progress=not args.quiet, verify_top=args.verify_top)
+                               progress=not args.quiet, verify_top=args.verify_top,
+                               budget_use=None if args.budget_use == 0 else args.budget_use)
     result.pop("candidates")
     _emit(result, args.out)
     return 0
@@ -266,9 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Adapts the shipped model to this CPU (reference archs + K shots, measured through "
                                     "the store, so a second run measures nothing) unless --model is given, re-times the "
                                     "reference archs to rescale the limit to the machine's current speed, runs "
-                                    "regularised evolution maximising the SynFlow proxy under the predicted-latency "
-                                    "limit, measures the --verify-top best candidates and keeps the best one that "
-                                    "meets the limit, then re-measures it and reports predicted vs measured latency.")
+                                    "regularised evolution maximising the SynFlow proxy over architectures predicted "
+                                    "within the target band (between --budget-use of the limit and 3 % under it), "
+                                    "measures the --verify-top best candidates and keeps the best one measured in the "
+                                    "band (else searches again, up to twice, with the predictor re-adapted on those "
+                                    "measurements), then re-measures it and reports predicted vs measured latency.")
     se.add_argument("--space", choices=measurable, default="nasbench201")
     se.add_argument("--latency-ms", type=float, required=True, help="latency limit in ms")
     se.add_argument("--model", help="an already adapted estimator for this machine")
@@ -276,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--cycles", type=int, default=60, help="evolution cycles (default 60)")
     se.add_argument("--verify-top", type=int, default=4,
                     help="best-scoring candidates measured before picking the winner (default 4)")
+    se.add_argument("--budget-use", type=float, default=0.9,
+                    help="the least share of the limit the winner should use (default 0.9: a network measured "
+                         "within 10 %% below the limit); 0 accepts any network under it")
     se.add_argument("--threads", type=int, default=1)
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--store", help="measurement store (default ~/.cache/help-plugin/measurements.sqlite)")

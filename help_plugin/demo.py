@@ -1,6 +1,7 @@
 """``help-nas demo``: this machine as the unseen device, end to end, on embedded defaults."""
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -13,7 +14,7 @@ from .evaluation import metrics
 from .help import HELPEstimator
 from .measure import LocalTorchDevice
 from .proxies import synflow_score
-from .search import evolutionary_search
+from .search import NoFeasibleArchitecture, evolutionary_search
 from .validation import check_latencies, check_same_length
 
 log = logging.getLogger(__name__)
@@ -33,32 +34,57 @@ def adapt_on_this_machine(space: str, device: LocalTorchDevice, store=None, shot
 
 def search_and_verify(est: HELPEstimator, device, latency_limit_ms: float, cycles: int = 60,
                       seed: int = 0, progress: bool = False, verify_top: int = 4, guard: float = 0.03,
+                      budget_use: float | None = 0.9,
                       anchors: tuple[np.ndarray, np.ndarray] | str | None = "references",
-                      calibration_tolerance: float = 0.05, retries: int = 2) -> dict:
+                      calibration_tolerance: float = 0.05, retries: int = 2, final_sessions: int = 3,
+                      remeasure: int = 3, remeasure_tolerance: float = 0.03) -> dict:
     """Latency-constrained search on a real device, checked by measurement.
 
-    0. Calibration: the ``anchors`` are re-timed on ``device`` and the median ratio now / at
-       adaptation (``calibration_drift``) rescales the limit the search works with
-       (``search_limit_ms = latency_limit_ms / calibration_drift``): predictions are in the units of
-       the adaptation measurements, and a device that has since become slower or faster (load on a
-       shared machine, thermal state, another power mode) is met where it is now. A drift within
-       ``calibration_tolerance`` (a fraction) is taken for timing noise and leaves the limit as it is
-       (10 anchors re-timed on a quiet 2-vCPU VM scatter by about +-2.5 %).
-    1. Regularised evolution maximises the SynFlow proxy subject to predicted latency <= ``search_limit_ms``.
-    2. The ``verify_top`` best-scoring feasible candidates are measured on ``device`` (interleaved,
-       with the anchors), and the best-scoring one measured at least ``guard`` (a fraction, for
-       re-measurement noise) below the limit wins (predictions that erred low are caught here, at
-       the cost of ``verify_top`` measurements). When none is, the search runs again (up to
-       ``retries`` times) under a limit scaled by how much the candidates' predictions erred low.
-    3. The winner is re-measured afresh (with the anchors): that figure is ``measured_ms``, so the
-       selection in step 2 does not bias the reported latency.
+    The aim is a winner whose measured latency lies in the *target band*
+    ``[budget_use * (1 + guard) * limit, (1 - guard) * limit]`` ms: under the limit by at least
+    ``guard`` (a fraction, room for re-measurement noise) and not wasting the budget (at least
+    ``budget_use`` of it, with the same room). ``budget_use=None`` drops the lower end.
 
-    ``device`` is anything with ``measure(index_array) -> Measurements`` (:class:`LocalTorchDevice`,
-    :class:`~help_plugin.measure.CallableDevice`). ``anchors``: ``(archs [k, L], latency_ms [k])``
-    measured when the estimator was adapted; ``"references"`` (default) takes the estimator's
+    0. Calibration: the ``anchors`` are timed with every measuring session on ``device``; the
+       ratio of their latency now to that at adaptation (median over anchors) is the device's
+       *speed* in that session, and the median over sessions so far its *typical speed*
+       (``device_speed``). Predictions are in the units of the adaptation measurements, so a device
+       that has since become slower or faster (load on a shared machine, thermal state, another
+       power mode) is met where it is: the search works in predicted ms divided by the typical
+       speed, unless that is within ``calibration_tolerance`` of 1 (taken for timing noise; 10
+       anchors re-timed on a quiet 2-vCPU VM scatter by about +-2.5 %).
+    1. Regularised evolution maximises the SynFlow proxy over architectures *predicted* within the
+       target band divided by that speed (``search_window_ms``).
+    2. The ``verify_top`` best-scoring candidates not measured before are measured on ``device``
+       (interleaved with the anchors) and brought to the typical speed (times typical / session
+       speed, so a load spike during one session cancels out). The best-scoring one within the
+       target band wins. When none is, the search runs again (up to ``retries`` times) with the
+       predictor re-adapted on these measurements too (on a copy of ``est``, when it keeps its
+       adaptation data, see :meth:`HELPEstimator.partial_fit`) -- without anchors or re-adaptation,
+       with the speed set to the candidates' median measured / predicted ratio instead. After the
+       last attempt the candidate of any attempt measured closest under the band's top wins (the one
+       that spends most of the budget), else the fastest.
+    3. The winner is re-measured afresh in ``final_sessions`` measuring sessions (each with the
+       anchors), and the median of those raw figures is ``measured_ms``, so the selection in step 2
+       does not bias it and one session's noise does not decide it. A session whose anchors run more
+       than ``remeasure_tolerance`` off the typical speed (a load spike, or the few-% wander of a
+       shared VM's speed over seconds) is replaced by another, up to ``remeasure`` times; the
+       sessions whose anchors are closest to the typical speed count (chosen by the anchors alone,
+       never by the winner's own figures).
+
+    ``anchors``: ``(archs, latency_ms)`` measured on ``device`` when ``est`` was adapted (any
+    architectures, typically its reference archs); ``"references"`` (default) takes ``est``'s own
     reference archs and the latencies it was adapted with (when it has them); ``None`` skips
     calibration and drift reports (``drift`` fields are NaN), saving ``3 k`` measurements.
     """
+    if not 0 <= guard < 1:
+        raise ValueError(f"guard must be a fraction in [0, 1), got {guard!r}")
+    if final_sessions < 1 or remeasure < 0:
+        raise ValueError(f"need final_sessions >= 1 and remeasure >= 0, got {final_sessions!r} and {remeasure!r}")
+    band_ms = (0.0 if budget_use is None else budget_use * (1 + guard) * latency_limit_ms, (1 - guard) * latency_limit_ms)
+    if budget_use is not None and not 0 < band_ms[0] < band_ms[1]:
+        raise ValueError(f"budget_use={budget_use!r} with guard={guard!r} leaves no target band under the limit: "
+                         "budget_use * (1 + guard) must be below 1 - guard")
     if isinstance(anchors, str):
         if anchors != "references":
             raise ValueError(f"anchors must be (archs, latency_ms), 'references' or None, not {anchors!r}")
@@ -67,23 +93,31 @@ def search_and_verify(est: HELPEstimator, device, latency_limit_ms: float, cycle
     if anchors is not None:
         anchors = (est.space.to_indices(anchors[0]), check_latencies(anchors[1], "anchor latency_ms"))
         check_same_length(anchors[0], anchors[1], "anchor archs", "anchor latency_ms")
+    n_anchors = 0 if anchors is None else len(anchors[0])
+    n_measured = 0
+    speeds: list[float] = []  # the device's speed vs adaptation in each measuring session (anchors re-timed)
 
     def timed(archs: np.ndarray) -> tuple[np.ndarray, float]:
+        nonlocal n_measured
+        n_measured += len(archs) + n_anchors
         if anchors is None:
             return device.measure(archs).latency_ms, float("nan")
         ms = device.measure(np.concatenate([archs, anchors[0]])).latency_ms
-        return ms[:len(archs)], float(np.median(ms[len(archs):] / anchors[1]))
+        speeds.append(float(np.median(ms[len(archs):] / anchors[1])))
+        return ms[:len(archs)], speeds[-1]
 
-    search_limit_ms = latency_limit_ms
+    def typical_speed() -> float:
+        return float(np.median(speeds)) if speeds else float("nan")
+
+    def speed_from_anchors() -> float:
+        return typical_speed() if abs(typical_speed() - 1) > calibration_tolerance else 1.0
+
     calibration_drift = float("nan") if anchors is None else timed(np.zeros((0, est.space.arch_length), np.int64))[1]
-    if abs(calibration_drift - 1) > calibration_tolerance:
-        search_limit_ms = latency_limit_ms / calibration_drift
+    speed = speed_from_anchors()
+    if speed != 1:
         log.info("the device runs %.0f %% %s than when the estimator was adapted (anchor archs re-timed): "
-                 "searching under %.2f ms of adaptation-time latency", 100 * abs(calibration_drift - 1),
-                 "slower" if calibration_drift > 1 else "faster", search_limit_ms)
-    first_search_limit_ms = search_limit_ms
-    n_anchors = 0 if anchors is None else len(anchors[0])
-    n_verify, search_s = n_anchors, 0.0
+                 "searching within %.2f-%.2f ms of adaptation-time latency", 100 * abs(speed - 1),
+                 "slower" if speed > 1 else "faster", band_ms[0] / speed, band_ms[1] / speed)
     proxy_scores: dict = {}  # SynFlow builds a network per arch: score each arch once across retries
 
     def proxy(arch: np.ndarray) -> float:
@@ -92,43 +126,82 @@ def search_and_verify(est: HELPEstimator, device, latency_limit_ms: float, cycle
             proxy_scores[key] = synflow_score(est.space, arch)
         return proxy_scores[key]
 
+    windows, search_s = [], 0.0
+    verified, candidates = [], []  # (arch, score, predicted, raw ms, ms at typical speed); what evolution scored
+    searcher = est  # re-adapted (on a copy) with the verified candidates before a retry, when it can be
+    refit = getattr(est, "shot_latencies_ms_", None) is not None
     for attempt in range(retries + 1):
+        windows.append((band_ms[0] / speed, band_ms[1] / speed))
         t0 = time.perf_counter()
-        found = evolutionary_search(est, proxy, search_limit_ms, cycles=cycles, margin_std=0.0, seed=seed,
-                                    progress=progress)
+        try:
+            found = evolutionary_search(searcher, proxy, windows[-1][1], cycles=cycles, margin_std=0.0, seed=seed,
+                                        progress=progress, latency_floor_ms=windows[-1][0])
+        except NoFeasibleArchitecture:
+            if windows[-1][0] == 0:
+                raise
+            log.warning("no architecture is predicted within %.2f-%.2f ms: searching under the limit alone",
+                        *windows[-1])
+            windows[-1] = (0.0, windows[-1][1])
+            found = evolutionary_search(searcher, proxy, windows[-1][1], cycles=cycles, margin_std=0.0, seed=seed,
+                                        progress=progress)
         search_s += time.perf_counter() - t0
-        ranked = sorted(found.evaluated, key=lambda e: -e[1])[:max(1, verify_top)]
-        candidates = np.stack([arch for arch, _, _ in ranked])
-        checked_ms, verify_drift = timed(candidates)
-        n_verify += len(candidates) + n_anchors
-        meets = np.flatnonzero(checked_ms <= (1 - guard) * latency_limit_ms)
-        if len(meets) or attempt == retries:
+        candidates += found.evaluated
+        checked = {est.space.canonical(v[0]) for v in verified}
+        ranked = [e for e in sorted(found.evaluated, key=lambda e: -e[1])
+                  if est.space.canonical(e[0]) not in checked][:max(1, verify_top)]
+        if not ranked:
+            break  # every candidate of this attempt was measured before
+        ranked_archs = np.stack([arch for arch, _, _ in ranked])
+        raw_ms, session_speed = timed(ranked_archs)
+        typical_ms = raw_ms if anchors is None else raw_ms * typical_speed() / session_speed
+        verified += [(*r, float(raw), float(typ)) for r, raw, typ in zip(ranked, raw_ms, typical_ms)]
+        if ((band_ms[0] <= typical_ms) & (typical_ms <= band_ms[1])).any() or attempt == retries:
             break
-        # every candidate measured too slow: predictions err low near this limit; search again under a
-        # limit scaled by how much they erred (median measured / predicted of the candidates)
-        erred = float(np.median(checked_ms / np.array([ms for _, _, ms in ranked])))
-        search_limit_ms = min(search_limit_ms * (1 - guard) ** 2, (1 - guard) * latency_limit_ms / erred)
-        log.info("no candidate measured %.0f %% below %.2f ms (best %.2f ms): searching again under %.2f ms predicted",
-                 100 * guard, latency_limit_ms, float(checked_ms.min()), search_limit_ms)
-    pick = int(meets[0]) if len(meets) else int(np.argmin(checked_ms))
-    winner, score, predicted_ms = ranked[pick]
-    measured_ms, drift = timed(winner[None])
-    measured = float(measured_ms[0])
-    if abs(drift / calibration_drift - 1) > 0.1:
-        log.warning("the device's speed changed by %.0f %% during the search (anchor archs re-timed before and "
-                    "after): the re-measured latency is shifted by that much", 100 * abs(drift / calibration_drift - 1))
+        if anchors is not None and refit:  # the anchors tell the device's speed, the predictor learns the rest
+            speed, adaptation_ms = speed_from_anchors(), raw_ms / session_speed
+        else:  # the candidates' error near this limit is the best estimate
+            speed = float(np.median(typical_ms / np.array([ms for _, _, ms in ranked])))
+            adaptation_ms = typical_ms / speed
+        if refit:
+            searcher = (copy.deepcopy(est) if searcher is est else searcher).partial_fit(ranked_archs, adaptation_ms)
+        log.info("no candidate measured within %.2f-%.2f ms (%.2f-%.2f ms): searching again%s at %.2fx the "
+                 "predicted latency", *band_ms, float(typical_ms.min()), float(typical_ms.max()),
+                 f" with the predictor re-adapted on {searcher.n_measurements} measurements" if refit else "", speed)
+    verified.sort(key=lambda v: -v[1])
+    winner, score, predicted_ms, verify_ms, _ = (
+        next((v for v in verified if band_ms[0] <= v[4] <= band_ms[1]), None)
+        or max((v for v in verified if v[4] <= band_ms[1]), key=lambda v: v[4], default=None)
+        or min(verified, key=lambda v: v[4]))
+    device_speed = typical_speed()
+    finals = []  # (how far the session's anchors are off the typical speed, measured ms, session speed)
+
+    def steady(final: tuple) -> bool:  # NaN without anchors: every session counts
+        return not final[0] > remeasure_tolerance
+
+    while sum(map(steady, finals)) < final_sessions and len(finals) < final_sessions + remeasure:
+        measured_ms, session_speed = timed(winner[None])
+        finals.append((abs(session_speed / device_speed - 1), float(measured_ms[0]), session_speed))
+        if not steady(finals[-1]):
+            log.info("the anchors re-timed with the winner ran %.0f %% off the device's typical speed: measuring "
+                     "again", 100 * finals[-1][0])
+    counted = sorted(finals, key=lambda f: 0.0 if np.isnan(f[0]) else f[0])[:final_sessions]
+    measured, drift = (float(np.median([f[i] for f in counted])) for i in (1, 2))
+    if abs(drift / device_speed - 1) > 0.1:
+        log.warning("the device's speed was %.0f %% off its typical speed while the winner was re-measured (anchor "
+                    "archs re-timed): the re-measured latency is shifted by that much", 100 * abs(drift / device_speed - 1))
     return {"latency_limit_ms": latency_limit_ms, "arch": est.space.format(winner),
             "proxy": "SynFlow (training-free, no data)", "proxy_score": float(score),
-            "predicted_ms": float(predicted_ms), "verify_ms": float(checked_ms[pick]), "measured_ms": measured,
-            "calibration_drift": calibration_drift,
-            "search_limit_ms": first_search_limit_ms, "final_search_limit_ms": search_limit_ms,
-            "search_attempts": attempt + 1, "verify_drift": verify_drift, "drift": drift,
+            "predicted_ms": float(predicted_ms), "verify_ms": verify_ms, "measured_ms": measured,
+            "target_band_ms": band_ms, "calibration_drift": calibration_drift, "device_speed": device_speed,
+            "search_window_ms": windows[0], "final_search_window_ms": windows[-1],
+            "search_attempts": len(windows), "verify_drift": speeds[-len(finals) - 1] if speeds else float("nan"),
+            "drift": drift, "final_sessions": len(finals),
             "constraint_met": measured <= latency_limit_ms,
             "within_10pct_below": 0.9 * latency_limit_ms <= measured <= latency_limit_ms,
-            "verify_measurements": n_verify + 1 + n_anchors,
-            "evaluated": len(found.evaluated),
+            "verify_measurements": n_measured,
+            "evaluated": len(candidates),
             "search_seconds": search_s,
-            "candidates": [(float(ms), float(score)) for _, score, ms in found.evaluated]}
+            "candidates": [(float(ms), float(score)) for _, score, ms in candidates]}
 
 
 def run_demo(space: str = "nasbench201", shots: int = 10, n_test: int = 50, seed: int = 0, threads: int = 1,
@@ -208,9 +281,12 @@ def format_report(r: dict) -> str:
     sr = r["search"]
     lines += [
         f"| search: limit / predicted / re-measured | {sr['latency_limit_ms']:.2f} / {sr['predicted_ms']:.2f} / "
-        f"{sr['measured_ms']:.2f} ms ({'met' if sr['constraint_met'] else 'MISSED'}) |",
-        f"| search: device speed vs adaptation (reference archs re-timed) before / after | "
-        f"{sr['calibration_drift']:.2f}x / {sr['drift']:.2f}x |",
+        f"{sr['measured_ms']:.2f} ms ({'met' if sr['constraint_met'] else 'MISSED'}"
+        f"{', within 10 % below' if sr['within_10pct_below'] else ''}) |",
+        f"| search: target band (measured); attempts | {sr['target_band_ms'][0]:.2f}-{sr['target_band_ms'][1]:.2f} ms; "
+        f"{sr['search_attempts']} |",
+        f"| search: device speed vs adaptation (reference archs re-timed) before / typical / at re-measure | "
+        f"{sr['calibration_drift']:.2f}x / {sr['device_speed']:.2f}x / {sr['drift']:.2f}x |",
         f"| search: candidates scored, measured; time | {sr['evaluated']}, {sr['verify_measurements']}; "
         f"{sr['search_seconds']:.1f} s |",
         f"\nfound ({sr['proxy']}): {sr['arch']}",

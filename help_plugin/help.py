@@ -135,7 +135,25 @@ class HELPEstimator(LatencyEstimator):
         self.adapt_seconds_ = time.perf_counter() - t0
         self.n_measurements_ = len(ref_ms) + len(shot_ms)
         self.reference_latencies_ms_ = ref_ms.copy()  # re-timing them later shows device drift (demo.search_and_verify)
+        self.shot_indices_, self.shot_latencies_ms_ = shot_idx.copy(), shot_ms.copy()  # kept for partial_fit
         return self
+
+    def partial_fit(self, archs: Any, latencies_ms: Any) -> "HELPEstimator":
+        """Adapt again with further measured architectures added to those it was adapted with.
+
+        ``archs``/``latencies_ms``: ``[n]`` architectures and their ms on the same device, in the
+        units of the earlier measurements (e.g. candidates a search verified near its limit, which
+        sharpens the predictor where the search needs it).
+        """
+        self._check_fitted()
+        if getattr(self, "shot_latencies_ms_", None) is None or self.reference_latencies_ms_ is None:
+            raise ValueError("this estimator does not keep the measurements it was adapted with (a checkpoint saved "
+                             "by an older version): adapt() it again with all of them")
+        idx = self.space.to_indices(archs)
+        ms = check_latencies(latencies_ms)
+        check_same_length(idx, ms, "archs", "latencies_ms")
+        return self.adapt(self.reference_latencies_ms_, np.concatenate([self.shot_indices_, idx]),
+                          np.concatenate([self.shot_latencies_ms_, ms]))
 
     def fit(self, archs: Any, latencies_ms: Any) -> "HELPEstimator":
         """Adapt from measurements that include every reference architecture (sklearn-style)."""
@@ -198,6 +216,8 @@ class HELPEstimator(LatencyEstimator):
             meta["adapted"] = True
             meta["n_measurements"] = self.n_measurements_
             tensors["reference_latencies_ms"] = torch.from_numpy(np.asarray(self.reference_latencies_ms_, np.float64))
+            tensors["shot_indices"] = torch.from_numpy(np.asarray(self.shot_indices_, np.int64))
+            tensors["shot_latencies_ms"] = torch.from_numpy(np.asarray(self.shot_latencies_ms_, np.float64))
             if isinstance(self.head_, RidgeHead):
                 tensors.update({f"head.{k}": torch.from_numpy(np.atleast_1d(v)) for k, v in self.head_.state().items()})
             else:
@@ -223,11 +243,17 @@ class HELPEstimator(LatencyEstimator):
             est.valid_devices_ = tuple(meta["valid_devices"])
             est.meta_train_seconds_ = meta.get("meta_train_seconds")
             est.head_, est.n_measurements_, est.reference_latencies_ms_ = None, None, None
+            est.shot_indices_, est.shot_latencies_ms_ = None, None
             if meta.get("adapted"):
                 est.n_measurements_ = int(meta["n_measurements"])
                 if "reference_latencies_ms" in tensors:  # absent from older checkpoints
                     est.reference_latencies_ms_ = check_latencies(tensors["reference_latencies_ms"].numpy(),
                                                                   "reference_latencies_ms")
+                if "shot_latencies_ms" in tensors:  # absent from older checkpoints
+                    est.shot_indices_ = tensors["shot_indices"].numpy()
+                    est.space.check_indices(est.shot_indices_)
+                    est.shot_latencies_ms_ = check_latencies(tensors["shot_latencies_ms"].numpy(), "shot_latencies_ms")
+                    check_same_length(est.shot_indices_, est.shot_latencies_ms_, "shot_indices", "shot_latencies_ms")
                 if learner_cls is PoolBasisLearner:
                     est.head_ = RidgeHead.from_state({k: v.numpy() for k, v in sub("head.").items()})
                 else:

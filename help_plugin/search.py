@@ -53,15 +53,25 @@ def mutate(choices: np.ndarray, parents: np.ndarray, rng: np.random.Generator) -
     return children
 
 
+class NoFeasibleArchitecture(ValueError):
+    """No candidate architecture is predicted within the latency limit (or window) a search was given."""
+
+
 def evolutionary_search(estimator: LatencyEstimator, objective: Callable[[np.ndarray], float], latency_limit_ms: float,
                         population: int = 30, tournament: int = 10, cycles: int = 150, margin_std: float = 1.0,
-                        seed: int = 0, progress: bool = False) -> SearchResult:
+                        seed: int = 0, progress: bool = False, latency_floor_ms: float = 0.0) -> SearchResult:
     """Maximise ``objective(index_vector)`` subject to predicted latency <= ``latency_limit_ms``.
 
     Feasibility uses the estimator's prediction plus ``margin_std`` predictive standard deviations
     when the estimator provides them (``predict(..., return_std=True)``). Candidates are generated
     and latency-checked in batches, so rejection costs one vectorised prediction.
+    ``latency_floor_ms`` also rejects candidates predicted faster than it (mean prediction): a
+    search that should spend a latency budget rather than land far under it. Raises
+    :class:`NoFeasibleArchitecture` when no sampled architecture falls within the window.
     """
+    if not latency_floor_ms < latency_limit_ms:
+        raise ValueError(f"latency_floor_ms ({latency_floor_ms!r}) must be below latency_limit_ms "
+                         f"({latency_limit_ms!r})")
     from tqdm.auto import tqdm
 
     space = estimator.space
@@ -70,7 +80,7 @@ def evolutionary_search(estimator: LatencyEstimator, objective: Callable[[np.nda
 
     def feasible(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean, _, upper = predicted_upper_bound(estimator, idx, margin_std, fallback_rel_std=0.0)
-        return upper <= latency_limit_ms, mean
+        return (upper <= latency_limit_ms) & (mean >= latency_floor_ms), mean
 
     seen: dict[bytes, tuple[float, float]] = {}
     pop: collections.deque = collections.deque()
@@ -94,7 +104,8 @@ def evolutionary_search(estimator: LatencyEstimator, objective: Callable[[np.nda
         if len(pop) >= population:
             break
     if not pop:
-        raise ValueError(f"no sampled architecture meets the latency limit of {latency_limit_ms} ms")
+        raise NoFeasibleArchitecture(f"no sampled architecture is predicted within [{latency_floor_ms:.4g}, "
+                                     f"{latency_limit_ms:.4g}] ms")
     for _ in tqdm(range(cycles), desc="evolution", disable=not progress, leave=False):
         picks = rng.choice(len(pop), size=min(tournament, len(pop)), replace=False)
         parent = max((pop[i] for i in picks), key=lambda p: p[1])[0]

@@ -30,16 +30,12 @@ import numpy as np
 
 from help_plugin.data import default_data_dir
 from help_plugin.estimator import LatencyEstimator
-from help_plugin.search import predicted_upper_bound
+from help_plugin.search import NoFeasibleArchitecture, predicted_upper_bound
 
 log = logging.getLogger(__name__)
 
 #: HELP's selection rule: the first this many feasible candidates (generator order) are compared.
 HELP_SHORTLIST = 3
-
-
-class NoFeasibleArchitecture(ValueError):
-    """No candidate's predicted latency (plus margin) is under the limit."""
 
 
 @dataclass

@@ -312,7 +312,7 @@ def test_evolution_errors(nb201, nb201_est):
         constrained_evolution(est, lambda g: 0.0, 10.0, search_space=object())
     with pytest.raises(ValueError, match="nan"):
         constrained_evolution(est, lambda g: float("nan"), 1e9, cycles=2)
-    with pytest.raises(ValueError, match="no sampled architecture meets"):
+    with pytest.raises(ValueError, match="no sampled architecture is predicted within"):
         constrained_evolution(est, lambda g: 0.0, 1e-6, cycles=2)
 
 
