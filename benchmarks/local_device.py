@@ -36,7 +36,7 @@ def main() -> None:
     p.add_argument("--searches", type=int, default=3, help="searches per constraint (0: skip)")
     p.add_argument("--budget-use", default="0.9",
                    help="search_and_verify's budget_use; a comma list (e.g. 0.9,0) runs each variant on every "
-                        "(limit, seed), interleaved, so they meet the same machine state; 0 means None (no floor)")
+                        "(limit, seed), interleaved, so they meet the same machine state; 0: no floor")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
@@ -69,7 +69,7 @@ def main() -> None:
     for q in (25, 50, 75) if args.searches else ():
         limit = float(np.round(np.percentile(ms[test], q), 2))
         for s in range(args.searches):
-            for budget_use in [float(b) or None for b in args.budget_use.split(",")]:
+            for budget_use in [float(b) for b in args.budget_use.split(",")]:
                 # calibrated by re-timing est's reference archs
                 r = search_and_verify(est, device, limit, seed=s, budget_use=budget_use)
                 r.pop("candidates")

@@ -187,7 +187,7 @@ def cmd_search(args) -> int:
                                     seed=args.seed, progress=not args.quiet)
     result = search_and_verify(est, device, args.latency_ms, cycles=args.cycles, seed=args.seed,
                                progress=not args.quiet, verify_top=args.verify_top,
-                               budget_use=None if args.budget_use == 0 else args.budget_use)
+                               budget_use=args.budget_use)
     result.pop("candidates")
     _emit(result, args.out)
     return 0

@@ -43,7 +43,7 @@ def search_and_verify(est: HELPEstimator, device, latency_limit_ms: float, cycle
     The aim is a winner whose measured latency lies in the *target band*
     ``[budget_use * (1 + guard) * limit, (1 - guard) * limit]`` ms: under the limit by at least
     ``guard`` (a fraction, room for re-measurement noise) and not wasting the budget (at least
-    ``budget_use`` of it, with the same room). ``budget_use=None`` drops the lower end.
+    ``budget_use`` of it, with the same room). ``budget_use=None`` or ``0`` drops the lower end.
 
     0. Calibration: the ``anchors`` are timed with every measuring session on ``device``; the
        ratio of their latency now to that at adaptation (median over anchors) is the device's
@@ -81,8 +81,8 @@ def search_and_verify(est: HELPEstimator, device, latency_limit_ms: float, cycle
         raise ValueError(f"guard must be a fraction in [0, 1), got {guard!r}")
     if final_sessions < 1 or remeasure < 0:
         raise ValueError(f"need final_sessions >= 1 and remeasure >= 0, got {final_sessions!r} and {remeasure!r}")
-    band_ms = (0.0 if budget_use is None else budget_use * (1 + guard) * latency_limit_ms, (1 - guard) * latency_limit_ms)
-    if budget_use is not None and not 0 < band_ms[0] < band_ms[1]:
+    band_ms = ((budget_use or 0.0) * (1 + guard) * latency_limit_ms, (1 - guard) * latency_limit_ms)
+    if budget_use is not None and not 0 <= band_ms[0] < band_ms[1]:
         raise ValueError(f"budget_use={budget_use!r} with guard={guard!r} leaves no target band under the limit: "
                          "budget_use * (1 + guard) must be below 1 - guard")
     if isinstance(anchors, str):
@@ -130,20 +130,23 @@ def search_and_verify(est: HELPEstimator, device, latency_limit_ms: float, cycle
     verified, candidates = [], []  # (arch, score, predicted, raw ms, ms at typical speed); what evolution scored
     searcher = est  # re-adapted (on a copy) with the verified candidates before a retry, when it can be
     refit = getattr(est, "shot_latencies_ms_", None) is not None
+
+    def evolve(floor_ms: float, limit_ms: float):
+        return evolutionary_search(searcher, proxy, limit_ms, cycles=cycles, margin_std=0.0, seed=seed,
+                                   progress=progress, latency_floor_ms=floor_ms)
+
     for attempt in range(retries + 1):
         windows.append((band_ms[0] / speed, band_ms[1] / speed))
         t0 = time.perf_counter()
         try:
-            found = evolutionary_search(searcher, proxy, windows[-1][1], cycles=cycles, margin_std=0.0, seed=seed,
-                                        progress=progress, latency_floor_ms=windows[-1][0])
+            found = evolve(*windows[-1])
         except NoFeasibleArchitecture:
             if windows[-1][0] == 0:
                 raise
             log.warning("no architecture is predicted within %.2f-%.2f ms: searching under the limit alone",
                         *windows[-1])
             windows[-1] = (0.0, windows[-1][1])
-            found = evolutionary_search(searcher, proxy, windows[-1][1], cycles=cycles, margin_std=0.0, seed=seed,
-                                        progress=progress)
+            found = evolve(*windows[-1])
         search_s += time.perf_counter() - t0
         candidates += found.evaluated
         checked = {est.space.canonical(v[0]) for v in verified}
@@ -153,6 +156,7 @@ def search_and_verify(est: HELPEstimator, device, latency_limit_ms: float, cycle
             break  # every candidate of this attempt was measured before
         ranked_archs = np.stack([arch for arch, _, _ in ranked])
         raw_ms, session_speed = timed(ranked_archs)
+        verify_speed = session_speed
         typical_ms = raw_ms if anchors is None else raw_ms * typical_speed() / session_speed
         verified += [(*r, float(raw), float(typ)) for r, raw, typ in zip(ranked, raw_ms, typical_ms)]
         if ((band_ms[0] <= typical_ms) & (typical_ms <= band_ms[1])).any() or attempt == retries:
@@ -194,7 +198,7 @@ def search_and_verify(est: HELPEstimator, device, latency_limit_ms: float, cycle
             "predicted_ms": float(predicted_ms), "verify_ms": verify_ms, "measured_ms": measured,
             "target_band_ms": band_ms, "calibration_drift": calibration_drift, "device_speed": device_speed,
             "search_window_ms": windows[0], "final_search_window_ms": windows[-1],
-            "search_attempts": len(windows), "verify_drift": speeds[-len(finals) - 1] if speeds else float("nan"),
+            "search_attempts": len(windows), "verify_drift": verify_speed,
             "drift": drift, "final_sessions": len(finals),
             "constraint_met": measured <= latency_limit_ms,
             "within_10pct_below": 0.9 * latency_limit_ms <= measured <= latency_limit_ms,
