@@ -11,7 +11,7 @@ A device is (threads, batch, source tokens, decoder steps) with PyTorch eager on
 SubTransformer is HAT's WMT'14 En-De space0 network built by ``help_plugin.spaces.hat`` (real
 widths, 32k vocabulary), timed as HAT times it (encoder once, then incremental decoder steps)
 but with few decoder steps so that hundreds of networks fit in minutes. Measurements go through
-``help_plugin.measure.LocalTorchDevice`` (interleaved passes, minimum of runs, median over passes)
+``help_plugin.measure.TorchEagerDevice`` (interleaved passes, minimum of runs, median over passes)
 into a ``MeasurementStore`` (default: the user cache store), so an interrupted run loses nothing;
 each chunk's test-retest Spearman (``retest_rho``) is kept beside it and reported per device. That rho
 is within a chunk: chunks timed minutes apart drift with the load of other jobs, so the held-out
@@ -39,14 +39,18 @@ from pathlib import Path
 import numpy as np
 
 from help_plugin import HELPEstimator
-from help_plugin.baselines import FLOPsEstimator
 from help_plugin.data import LatencyDataset
 from help_plugin.evaluation import metrics
-from help_plugin.measure import LocalTorchDevice, Measurements
+from help_plugin.measure import (
+    TorchEagerDevice,
+    Measurements,
+    MeasurementStore,
+    default_store_path,
+    measure_archs,
+)
+from help_plugin.predictors.baselines import FLOPsEstimator, HATMLPEstimator
 from help_plugin.spaces import get_space
 from help_plugin.spaces.hat import HATTransformer
-from help_plugin.store import MeasurementStore, default_store_path, measure_archs
-from integrations.hat import HATMLPEstimator
 
 log = logging.getLogger("hat_devices")
 
@@ -65,7 +69,7 @@ HELD_OUT = "t1-b2-s24-d6"
 HAT_VARIANTS = {"hat-mlp": {"lr": 1e-5, "train_steps": 5000}, "hat-mlp lr=1e-3": {"lr": 1e-3, "train_steps": 1000}}
 
 
-class AnchoredDevice(LocalTorchDevice):
+class AnchoredDevice(TorchEagerDevice):
     """Also times ``anchors`` ``[k, 40]`` in every chunk and scales the chunk by the median of
     (anchors' latencies in the first chunk / in this one).
 
@@ -99,7 +103,7 @@ def make_device(name: str, passes: int, anchors: np.ndarray | None = None, state
     options = {"threads": threads, "batch_size": batch, "runs": 1, "passes": passes, "warmup": 1}
     space = HATTransformer(src_len=src, tgt_len=steps)
     if anchors is None:
-        return LocalTorchDevice(space, **options)
+        return TorchEagerDevice(space, **options)
     return AnchoredDevice(space, anchors, state, **options)
 
 

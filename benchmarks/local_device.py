@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from help_plugin import HELPEstimator, get_split, load_help_data
-from help_plugin.baselines import ClosestDeviceEstimator, FLOPsEstimator
-from help_plugin.demo import search_and_verify
 from help_plugin.evaluation import metrics
-from help_plugin.measure import LocalTorchDevice
+from help_plugin.measure import TorchEagerDevice
+from help_plugin.search import VerifiedSearch, synflow_proposer
+from help_plugin.search.verified import SYNFLOW
+from help_plugin.predictors.baselines import ClosestDeviceEstimator, FLOPsEstimator
 
 
 def main() -> None:
@@ -35,16 +36,16 @@ def main() -> None:
     p.add_argument("--passes", type=int, default=6)
     p.add_argument("--searches", type=int, default=3, help="searches per constraint (0: skip)")
     p.add_argument("--budget-use", default="0.9",
-                   help="search_and_verify's budget_use; a comma list (e.g. 0.9,0) runs each variant on every "
+                   help="VerifiedSearch's budget_use; a comma list (e.g. 0.9,0) runs each variant on every "
                         "(limit, seed), interleaved, so they meet the same machine state; 0: no floor")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
     t_start = time.perf_counter()
-    device = LocalTorchDevice(args.space, threads=args.threads, batch_size=args.batch_size, passes=args.passes,
+    device = TorchEagerDevice(args.space, threads=args.threads, batch_size=args.batch_size, passes=args.passes,
                               seed=args.seed)
     est = HELPEstimator.pretrained(args.space, device=device.device_id)
-    refs = est.space.to_indices(est.reference_archs)
+    refs = est.reference_indices
     ref_keys = {est.space.canonical(r) for r in refs}
     sample = [r for r in est.space.sample(2 * (args.shots + args.test), args.seed + 1)
               if est.space.canonical(r) not in ref_keys]
@@ -71,9 +72,9 @@ def main() -> None:
         for s in range(args.searches):
             for budget_use in [float(b) for b in args.budget_use.split(",")]:
                 # calibrated by re-timing est's reference archs
-                r = search_and_verify(est, device, limit, seed=s, budget_use=budget_use)
-                r.pop("candidates")
-                searches.append({"budget_use": budget_use, **r})
+                search = VerifiedSearch(est, device, synflow_proposer(est.space, seed=s), objective=SYNFLOW,
+                                        budget_use=budget_use)
+                searches.append({"budget_use": budget_use, **search.run(limit).to_dict()})
     report = {"space": args.space, "device": device.device_id, "batch_size": args.batch_size, "threads": args.threads,
               "measurements_used": est.n_measurements, "held_out": int(len(ms[test])),
               "retest_rho": measured.retest_rho, "measure_seconds": measured.seconds, "adapt_seconds": adapt_s,
@@ -93,18 +94,19 @@ def main() -> None:
     for budget_use in dict.fromkeys(s["budget_use"] for s in searches):
         runs = [s for s in searches if s["budget_use"] == budget_use]
         met = sum(s["constraint_met"] for s in runs)
-        tight = sum(s["within_10pct_below"] for s in runs)
+        tight = sum(0.9 * s["latency_limit_ms"] <= s["measured_ms"] <= s["latency_limit_ms"] for s in runs)
         print(f"\nsearch (budget_use={budget_use}): {len(runs)} runs over limits "
               f"{sorted({s['latency_limit_ms'] for s in runs})} ms; re-measured winner met the limit in "
               f"{met}/{len(runs)}, within 10 % below it in {tight}/{len(runs)}")
         print("| limit ms | last search window ms (predicted) | attempts | predicted ms | measured ms | met | within 10 % | "
               "device speed vs adaptation, before / typical / at re-measure |\n|---|---|---|---|---|---|---|---|")
         for s in runs:
-            lo, hi = s["final_search_window_ms"]
-            print(f"| {s['latency_limit_ms']:.2f} | {lo:.2f}-{hi:.2f} | {s['search_attempts']} | {s['predicted_ms']:.2f} | "
+            lo, hi = s["search_windows_ms"][-1]
+            within = 0.9 * s["latency_limit_ms"] <= s["measured_ms"] <= s["latency_limit_ms"]
+            print(f"| {s['latency_limit_ms']:.2f} | {lo:.2f}-{hi:.2f} | {s['attempts']} | {s['predicted_ms']:.2f} | "
                   f"{s['measured_ms']:.2f} | {'yes' if s['constraint_met'] else 'no'} | "
-                  f"{'yes' if s['within_10pct_below'] else 'no'} | {s['calibration_drift']:.2f} / "
-                  f"{s['device_speed']:.2f} / {s['drift']:.2f} |")
+                  f"{'yes' if within else 'no'} | {s['calibration_speed']:.2f} / "
+                  f"{s['device_speed']:.2f} / {s['final_speed']:.2f} |")
     print(f"\ntotal {report['total_seconds']:.0f} s; wrote {out}")
 
 

@@ -27,11 +27,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from help_plugin.integrations.metad2a import (
+    HELP_SHORTLIST,
+    NoFeasibleArchitecture,
+    load_metad2a_candidates,
+    select,
+)
 
 from help_plugin import HELPEstimator, load_help_data
 from help_plugin.data import default_data_dir
-from help_plugin.meta import torch_threads
-from integrations.metad2a import HELP_SHORTLIST, NoFeasibleArchitecture, load_metad2a_candidates, select
+from help_plugin.predictors import torch_threads
 
 #: Constraints (ms) and (latency ms, accuracy %) reported by HELP's GitHub README, Table 4 (all five devices).
 README = {

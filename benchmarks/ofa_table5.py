@@ -34,7 +34,7 @@ script reports three things:
    in the data folder): their measured latency (file name) next to our prediction.
 
 ``--local`` adds this machine (PyTorch eager CPU, batch 1, 1 thread) as the unseen device: OFA subnets
-built offline from the ``ofa`` supernet classes are timed with ``help_plugin.measure.LocalTorchDevice``
+built offline from the ``ofa`` supernet classes are timed with ``help_plugin.measure.TorchEagerDevice``
 (interleaved passes; the harness's test-retest rho is the ceiling), help+ is adapted with the 10
 references + 10 shots and scored on held-out subnets, and the nas finder's winners for three limits are
 timed with ``search_and_measure`` (after a miss, search again under a corrected target; drift = the
@@ -52,14 +52,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from help_plugin.integrations.metad2a import predicted_upper_bound
+from help_plugin.integrations.ofa_search import (
+    HELPEfficiencyPredictor,
+    accuracy_predictor,
+    search,
+    search_and_measure,
+)
 
 from help_plugin import HELPEstimator, load_help_data
-from help_plugin.baselines import FLOPsEstimator, ScratchMLPEstimator
 from help_plugin.data import default_data_dir
 from help_plugin.evaluation import metrics
-from help_plugin.meta import torch_threads
-from integrations.metad2a import predicted_upper_bound
-from integrations.ofa_search import HELPEfficiencyPredictor, accuracy_predictor, search, search_and_measure
+from help_plugin.predictors import torch_threads
+from help_plugin.predictors.baselines import FLOPsEstimator, ScratchMLPEstimator
 
 #: HELP paper, Sec. 4.2 and Table 5: samples a layer-wise latency LUT needs on OFA's MobileNetV3 space.
 LUT_SAMPLES = {"samples": 27_000, "derivation": "5,000 ProxylessNAS samples x 225 / 42 unique blocks = 26,786",
@@ -175,13 +180,13 @@ def pool_selection(data, device, pool, estimators, acc, limits, margins) -> list
 
 def local_device(args, acc) -> dict:
     """This CPU as the unseen device: measure, adapt, score on held-out subnets, search and re-measure."""
-    from help_plugin.measure import LocalTorchDevice
+    from help_plugin.measure import TorchEagerDevice
 
-    device = LocalTorchDevice("ofa", threads=1, batch_size=1, runs=args.local_runs, passes=args.local_passes,
+    device = TorchEagerDevice("ofa", threads=1, batch_size=1, runs=args.local_runs, passes=args.local_passes,
                               warmup=1, seed=args.seed)
     est = HELPEstimator.pretrained("ofa", device=device.device_id)
     space = est.space
-    refs = space.to_indices(est.reference_archs)
+    refs = est.reference_indices
     others = space.sample(args.shots + args.local_heldout, args.seed + 100)
     archs = np.concatenate([refs, others])
     t0 = time.perf_counter()

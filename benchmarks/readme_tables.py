@@ -5,7 +5,9 @@
 One table per file (every method at K=10, or its only K) and, when several K were run,
 mean rho against K.
 """
-import json, sys
+import json
+import sys
+
 for path in sys.argv[1:]:
     r = json.load(open(path)); s = r['summary']; devs = r['test_devices']
     print(f"\n**{r['split']}** (protocol `{r['protocol']}`, {len(r['seeds'])} seeds; test devices: {', '.join(devs)})\n")

@@ -4,7 +4,7 @@ running at another speed than when the estimator was adapted), checked on this m
     python benchmarks/timing_drift_checks.py
 
 1. Allocator state (the cause found): in a fresh process, the reference archs are timed in 4 sessions
-   with ``LocalTorchDevice(steady_heap=False)`` and, in another fresh process, with the default
+   with ``TorchEagerDevice(steady_heap=False)`` and, in another fresh process, with the default
    ``steady_heap=True`` (glibc's malloc keeps freed memory, see ``help_plugin.measure.set_steady_heap``).
    Printed per session: median latency, median ratio to the first session, and the minor page faults
    the session caused. Without it the first session page-faults on every large activation and is
@@ -22,14 +22,14 @@ import numpy as np
 import torch
 
 from help_plugin import HELPEstimator
-from help_plugin.measure import LocalTorchDevice
+from help_plugin.measure import TorchEagerDevice
 
 CASES = (("fbnet", 1), ("nasbench201", 16))
 
 
 def references(space: str) -> np.ndarray:
     est = HELPEstimator.pretrained(space)
-    return est.space.to_indices(est.reference_archs)
+    return est.est.reference_indices
 
 
 def sessions(space: str, batch: int, steady_heap: bool, n: int = 4) -> None:
@@ -37,7 +37,7 @@ def sessions(space: str, batch: int, steady_heap: bool, n: int = 4) -> None:
     import resource
 
     refs = references(space)
-    dev = LocalTorchDevice(space, passes=4, batch_size=batch, steady_heap=steady_heap)
+    dev = TorchEagerDevice(space, passes=4, batch_size=batch, steady_heap=steady_heap)
     first = None
     for session in range(n):
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -56,7 +56,7 @@ def main() -> None:
 
     refs = references("fbnet")
     others = HELPEstimator.pretrained("fbnet").space.sample(200, 7)
-    dev = LocalTorchDevice("fbnet", passes=4)
+    dev = TorchEagerDevice("fbnet", passes=4)
     for trial in range(2):
         alone = dev.measure(refs).latency_ms
         crowd = dev.measure(np.concatenate([refs, others])).latency_ms[:len(refs)]
@@ -64,7 +64,7 @@ def main() -> None:
               f"median ratio {np.median(crowd / alone):.3f}")
     for space, batch in CASES:
         refs = references(space)
-        dev = LocalTorchDevice(space, passes=4, batch_size=batch)
+        dev = TorchEagerDevice(space, passes=4, batch_size=batch)
         for trial in range(2):
             try:
                 torch.set_flush_denormal(False)

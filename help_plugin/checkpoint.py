@@ -6,7 +6,9 @@ from pathlib import Path
 
 import torch
 
-FORMAT = "help-plugin/1"
+FORMAT = "help-plugin/2"
+#: help-plugin 0.1's format (no constructor parameters or space settings); ``HELPEstimator.load`` converts it.
+FORMAT_1 = "help-plugin/1"
 
 
 class CheckpointError(ValueError):
@@ -34,10 +36,13 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path} is not a valid safetensors checkpoint: {err}") from err
-    if header.get("format") != FORMAT:
+    if header.get("format") not in (FORMAT, FORMAT_1):
         raise CheckpointError(f"{path} is not a help-plugin checkpoint (format {header.get('format')!r}, expected {FORMAT!r})")
     try:
         meta = json.loads(header["meta"])
     except (KeyError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path} has a corrupt help-plugin header: {err}") from err
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} has a corrupt help-plugin header: {meta!r} is not a JSON object")
+    meta["format"] = header["format"]
     return meta, tensors

@@ -25,12 +25,13 @@ canonical config, because Evolution's rejection sampling asks about the same gen
 
 Install into HAT's search without editing HAT::
 
-    from integrations.hat import install
+    from help_plugin.integrations.hat import install
     install()                   # fairseq.evolution.LatencyPredictor -> ours; ckpt-path: an adapted estimator
     install(estimator=my_est)   # or bind an in-memory LatencyEstimator (ckpt_path is then ignored)
 
-:class:`HATMLPEstimator` is HAT's own predictor recipe behind the LatencyEstimator interface, the
-baseline HELP replaces (``benchmarks/hat_devices.py`` compares them on measured devices).
+:class:`help_plugin.predictors.baselines.HATMLPEstimator` is HAT's own predictor recipe behind the
+LatencyEstimator interface, the baseline HELP replaces (``benchmarks/hat_devices.py`` compares them on
+measured devices).
 Nothing here imports fairseq; :func:`install` imports ``fairseq.evolution`` only when called.
 """
 from __future__ import annotations
@@ -42,113 +43,17 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
-from help_plugin.cache import PredictionCache
-from help_plugin.estimator import LatencyEstimator
-from help_plugin.meta import torch_threads
-from help_plugin.models import mlp
-from help_plugin.spaces import get_space
-from help_plugin.spaces.hat import DECODER_LAYERS, EMBED_DIMS, ENCODER_LAYERS, ENDE_ATTN, FFN_DIMS, HEADS
-from help_plugin.validation import check_latencies, check_same_length
+from ..predictors import LatencyEstimator
+from ..predictors.baselines.hat_mlp import HAT_FEATURE_NORM
+from ..predictors.cache import PredictionCache
 
 log = logging.getLogger(__name__)
-
-#: HAT's default ``--feature-norm`` (latency_predictor.py and every WMT config).
-HAT_FEATURE_NORM = (640.0, 6.0, 2048.0, 6.0, 640.0, 6.0, 2048.0, 6.0, 6.0, 2.0)
-#: Names of HAT's 10 features (utils.get_feature_info).
-HAT_FEATURES = ("encoder_embed_dim", "encoder_layer_num", "encoder_ffn_embed_dim_avg",
-                "encoder_self_attention_heads_avg", "decoder_embed_dim", "decoder_layer_num",
-                "decoder_ffn_embed_dim_avg", "decoder_self_attention_heads_avg",
-                "decoder_ende_attention_heads_avg", "decoder_arbitrary_ende_attn_avg")
-
-
-def hat_features(archs: Any) -> np.ndarray:
-    """HAT's 10 latency-predictor features of each architecture, ``[n, 10]`` float64 (not normalised).
-
-    ``archs``: HAT configs (or anything the ``hat`` space accepts) or an index array ``[n, 40]``.
-    Means run over active layers; the arbitrary attention -1/1/2 counts as 1/2/3 attended layers.
-    """
-    space = get_space("hat")
-    idx = space.canonical_indices(space.to_indices(archs))
-    n_dec = np.asarray(DECODER_LAYERS, dtype=np.float64)[idx[:, 15]]
-    on = np.arange(6)[None, :] < n_dec[:, None]
-
-    def mean(values, pos, mask=None):
-        v = np.asarray(values, dtype=np.float64)[idx[:, pos:pos + 6]]
-        return v.mean(1) if mask is None else (v * mask).sum(1) / mask.sum(1)
-
-    attended = np.where(np.asarray(ENDE_ATTN) == -1, 1, np.asarray(ENDE_ATTN) + 1)
-    return np.stack([
-        np.asarray(EMBED_DIMS, dtype=np.float64)[idx[:, 0]], np.asarray(ENCODER_LAYERS, dtype=np.float64)[idx[:, 1]],
-        mean(FFN_DIMS, 2), mean(HEADS, 8),
-        np.asarray(EMBED_DIMS, dtype=np.float64)[idx[:, 14]], n_dec,
-        mean(FFN_DIMS, 16, on), mean(HEADS, 22, on), mean(HEADS, 28, on), mean(attended, 34, on)], axis=1)
-
-
-# ============================================================================ HAT's own predictor
-class HATMLPEstimator(LatencyEstimator):
-    """HAT's latency predictor (``latency_predictor.py``) as a LatencyEstimator: the baseline.
-
-    Features: :func:`hat_features` divided by ``feature_norm``; target: ms / ``lat_norm``; an MLP
-    ``10 -> hidden_dim -> (hidden_layer_num x hidden_dim) -> 1`` with ReLU, trained with Adam
-    (``lr``) and MSE for ``train_steps`` steps on random batches of ``bsz`` — HAT's defaults.
-    ``lat_norm=None`` uses the largest training latency (HAT sets 200-300 ms by hand per device).
-    HAT trains on 80 % of ~2,000 measurements; here ``fit`` uses every measurement it is given.
-    """
-
-    def __init__(self, feature_norm: Sequence[float] = HAT_FEATURE_NORM, lat_norm: float | None = None,
-                 hidden_dim: int = 400, hidden_layer_num: int = 3, train_steps: int = 5000, bsz: int = 128,
-                 lr: float = 1e-5, seed: int = 0):
-        self.space = get_space("hat")
-        self.feature_norm = np.asarray(feature_norm, dtype=np.float64)
-        if self.feature_norm.shape != (len(HAT_FEATURES),) or not (self.feature_norm > 0).all():
-            raise ValueError(f"feature_norm must be {len(HAT_FEATURES)} positive numbers, got {list(feature_norm)}")
-        if lat_norm is not None and not lat_norm > 0:
-            raise ValueError(f"lat_norm must be a positive latency in ms, got {lat_norm!r}")
-        self.lat_norm = lat_norm
-        self.hidden_dim, self.hidden_layer_num, self.train_steps, self.bsz, self.lr, self.seed = (
-            hidden_dim, hidden_layer_num, train_steps, bsz, lr, seed)
-
-    def _x(self, archs) -> torch.Tensor:
-        return torch.tensor(hat_features(archs) / self.feature_norm, dtype=torch.float32)
-
-    def fit(self, archs: Any, latencies_ms: Any) -> "HATMLPEstimator":
-        """Train on ``n >= 2`` measurements (``latencies_ms`` ``[n]`` ms)."""
-        idx = self.space.to_indices(archs)
-        ms = check_latencies(latencies_ms)
-        check_same_length(idx, ms, "archs", "latencies_ms")
-        if len(ms) < 2:
-            raise ValueError(f"HATMLPEstimator.fit needs at least 2 measurements, got {len(ms)}")
-        self.lat_norm_ = float(self.lat_norm or ms.max())
-        x, y = self._x(idx), torch.tensor(ms / self.lat_norm_, dtype=torch.float32)
-        torch.manual_seed(self.seed)
-        self.net_ = nn.Sequential(*mlp([x.shape[1]] + [self.hidden_dim] * (self.hidden_layer_num + 1) + [1]),
-                                  nn.Flatten(0))
-        opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr)
-        gen = torch.Generator().manual_seed(self.seed)
-        with torch_threads(1):
-            for _ in range(self.train_steps):
-                b = torch.randperm(len(x), generator=gen)[:self.bsz]  # HAT: random.sample, no repeats
-                loss = ((self.net_(x[b]) - y[b]) ** 2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        self.net_.eval()
-        self.n_measurements_ = len(ms)
-        return self
-
-    def predict(self, archs: Any) -> np.ndarray:
-        """Predicted ms ``[n]`` (float64; HAT's MLP is unconstrained, so it can be <= 0 far from the data)."""
-        self._check_fitted()
-        with torch.inference_mode():
-            return self.net_(self._x(self.space.to_indices(archs))).double().numpy() * self.lat_norm_
 
 
 # ============================================================================ the drop-in
 def _load_help_estimator(path: str) -> LatencyEstimator:
-    from help_plugin.help import HELPEstimator
+    from ..predictors import HELPEstimator
 
     return HELPEstimator.load(path)
 

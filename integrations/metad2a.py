@@ -28,9 +28,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from help_plugin.data import default_data_dir
-from help_plugin.estimator import LatencyEstimator
-from help_plugin.search import NoFeasibleArchitecture, predicted_upper_bound
+from ..data import default_data_dir
+from ..predictors import LatencyEstimator
+from ..search import NoFeasibleArchitecture, predicted_upper_bound
 
 log = logging.getLogger(__name__)
 

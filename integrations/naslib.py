@@ -32,12 +32,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from help_plugin.estimator import LatencyEstimator
-from help_plugin.measure import CallableDevice
-from help_plugin.search import SearchResult, evolutionary_search
-from help_plugin.store import MeasurementStore, measure_archs
-from help_plugin.validation import check_latencies, check_same_length
-
+from ..measure import CallableDevice, MeasurementStore, measure_archs
+from ..predictors import LatencyEstimator
+from ..search import SearchResult, evolutionary_search
+from ..validation import check_latencies, check_same_length
 from .nb201_formats import indices_to_naslib, naslib_to_indices
 
 log = logging.getLogger(__name__)
@@ -61,16 +59,25 @@ def naslib_nasbench201_space():
     return NasBench201SearchSpace()
 
 
+#: space name -> (NASLib op_indices rows -> the space's indices, one index row -> NASLib op_indices), for spaces
+#: whose NASLib encoding differs from the space's own; other spaces use their own indices.
+NASLIB_FORMATS = {"nasbench201": (naslib_to_indices, indices_to_naslib)}
+
+
+def _identity_rows(space):
+    return space.to_indices, lambda row: np.asarray(row)
+
+
 def to_space_indices(space, archs: Any) -> np.ndarray:
     """NASLib-side architectures -> the estimator space's index array ``[n, arch_length]``.
 
     Each item may be an object with ``get_op_indices()`` (a NASLib graph), an op-index list or
-    ``[n, L]`` int array (NASLib's ``op_indices`` for NAS-Bench-201; the space's own indices for
-    FBNet), or any form the space parses (NB201 strings, FBNet block names, OFA dicts).
+    ``[n, L]`` int array (NASLib's ``op_indices``, :data:`NASLIB_FORMATS`; the space's own indices for
+    other spaces, e.g. FBNet), or any form the space parses (NB201 strings, FBNet block names, OFA dicts).
     """
-    nb201 = space.name == "nasbench201"
+    from_naslib, _ = NASLIB_FORMATS.get(space.name, _identity_rows(space))
     if isinstance(archs, np.ndarray) and archs.dtype.kind in "iu" and archs.ndim == 2:
-        return naslib_to_indices(archs) if nb201 else space.to_indices(archs)
+        return from_naslib(archs)
     if isinstance(archs, (str, dict)) or hasattr(archs, "get_op_indices"):
         raise TypeError(f"expected a sequence of architectures, got a single {type(archs).__name__}; wrap it in a list")
     rows = []
@@ -79,8 +86,8 @@ def to_space_indices(space, archs: Any) -> np.ndarray:
             a = a.get_op_indices()
             if a is None:
                 raise ValueError(f"architecture {i}: get_op_indices() returned None (no architecture set yet)")
-        if nb201 and not isinstance(a, str):
-            rows.append(naslib_to_indices(a))
+        if space.name in NASLIB_FORMATS and not isinstance(a, str):
+            rows.append(np.asarray(from_naslib(a)).reshape(-1))
         else:
             rows.append(space.parse(a))
     if not rows:
@@ -89,8 +96,9 @@ def to_space_indices(space, archs: Any) -> np.ndarray:
 
 
 def from_space_indices(space, indices: np.ndarray) -> list[int]:
-    """One index vector of the space -> the NASLib-side op-index list (NASLib order for NB201)."""
-    return (indices_to_naslib(indices) if space.name == "nasbench201" else np.asarray(indices)).tolist()
+    """One index vector of the space -> the NASLib-side op-index list (:data:`NASLIB_FORMATS`)."""
+    _, to_naslib = NASLIB_FORMATS.get(space.name, _identity_rows(space))
+    return np.asarray(to_naslib(indices)).tolist()
 
 
 def _adapts_with_references(estimator: LatencyEstimator) -> bool:
@@ -113,7 +121,7 @@ class NASLibLatencyPredictor:
 
     1. ``xtrain`` itself, when it contains every reference architecture;
     2. ``reference_latencies_ms`` (``[n_reference]`` ms, in ``estimator.reference_archs`` order);
-    3. ``device``: a ``help_plugin.measure`` device (``LocalTorchDevice``, ``CallableDevice``, ...)
+    3. ``device``: a ``help_plugin.measure`` device (``TorchEagerDevice``, ``CallableDevice``, ...)
        or a plain function ``fn(arch) -> ms`` (called with the space's canonical form, e.g. the
        NB201 string, and wrapped in ``CallableDevice``) that measures them once, cached in ``store``
        (a :class:`~help_plugin.store.MeasurementStore`) when given;
@@ -198,7 +206,7 @@ class NASLibLatencyPredictor:
     def _has_all_references(self, idx: np.ndarray) -> bool:
         space = self.estimator.space
         keys = {space.canonical(r) for r in idx}
-        return all(space.canonical(r) in keys for r in space.to_indices(self.estimator.reference_archs))
+        return all(space.canonical(r) in keys for r in self.estimator.reference_indices)
 
     def _reference_ms(self) -> np.ndarray:
         refs = self.estimator.reference_archs

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from help_plugin.spaces.nasbench201 import EDGES, OPS, NASBench201
+from ..spaces.nasbench201 import EDGES, OPS, NASBench201
 
 #: NASLib's op names, in NASLib op-index order.
 NASLIB_OPS = ("skip_connect", "none", "nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3")

@@ -53,19 +53,22 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from nni.nas.hub.pytorch import MobileNetV3Space, NasBench201, ProxylessNAS
-from nni.nas.oneshot.pytorch.profiler import ExpectationProfilerPenalty, RangeProfilerFilter
+from nni.nas.oneshot.pytorch.profiler import (
+    ExpectationProfilerPenalty,
+    RangeProfilerFilter,
+)
 from nni.nas.profiler import Profiler
 from nni.nas.strategy import DARTS, GumbelDARTS, Proxyless, Strategy
 from nni.nas.strategy.middleware import Chain, Filter
 from torch import nn
 
-from help_plugin.cache import PredictionCache
-from help_plugin.estimator import LatencyEstimator
-from help_plugin.losses import ExpectedLatencyLoss
-from help_plugin.spaces import get_space
-from help_plugin.spaces.fbnet import BLOCKS
-from help_plugin.spaces.ofa import RESOLUTIONS
-from integrations.nb201_formats import EDGES, NNI_OPS, indices_to_nni, nni_to_indices
+from ..predictors import LatencyEstimator
+from ..predictors.cache import PredictionCache
+from ..search.losses import ExpectedLatencyLoss
+from ..spaces import get_space
+from ..spaces.fbnet import BLOCKS
+from ..spaces.ofa import RESOLUTIONS
+from .nb201_formats import EDGES, NNI_OPS, indices_to_nni, nni_to_indices
 
 log = logging.getLogger(__name__)
 

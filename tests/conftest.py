@@ -2,7 +2,7 @@
 import pytest
 
 from help_plugin.data import load_help_data
-from help_plugin.meta import torch_threads
+from help_plugin.predictors import torch_threads
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,14 @@ import torch
 from scipy.stats import spearmanr
 
 from help_plugin import NotFittedError, get_space
-from help_plugin.baselines import (BASELINES, BRPGCNEstimator, ClosestDeviceEstimator, FLOPsEstimator,
-                                   ScratchMLPEstimator, TransferEmbeddingEstimator, _graph_features)
+from help_plugin.predictors.baselines import (
+    BASELINES,
+    BRPGCNEstimator,
+    ClosestDeviceEstimator,
+    FLOPsEstimator,
+    ScratchMLPEstimator,
+    TransferEmbeddingEstimator,
+)
 
 POOL = ("1080ti_1", "silver_4114", "pixel3")  # nasbench201 meta-training devices
 TARGET = "raspi4"  # a nasbench201 test device, never in the pool
@@ -39,9 +45,9 @@ def _fit(est, data, rows):
 
 
 def test_registry_and_protocol():
-    assert set(BASELINES) == {"flops", "closest-device", "scratch-mlp", "brp-gcn", "tl-et"}
+    assert set(BASELINES) == {"flops", "closest-device", "scratch-mlp", "brp-gcn", "tl-et", "hat-mlp"}
     assert {name: cls.default_shots for name, cls in BASELINES.items()} == {
-        "flops": 10, "closest-device": 10, "scratch-mlp": 10, "brp-gcn": 900, "tl-et": 10}
+        "flops": 10, "closest-device": 10, "scratch-mlp": 10, "brp-gcn": 900, "tl-et": 10, "hat-mlp": 10}
     pooled = {name for name, cls in BASELINES.items() if hasattr(cls, "meta_fit")}
     assert pooled == {"closest-device", "tl-et"}
     for name in pooled:
@@ -70,7 +76,7 @@ def test_scratch_mlp(nb201, task):
 
 def test_closest_device(nb201, task):
     meta, fit_rows, _, ev = task
-    est = ClosestDeviceEstimator("nasbench201", steps=300, hidden=64)
+    est = ClosestDeviceEstimator("nasbench201", pool_options={"steps": 300, "hidden": 64})
     est.meta_fit(nb201, POOL[:2], POOL[2:], arch_rows=meta)
     _fit(est, nb201, fit_rows)
     assert est.closest_device_ in POOL and est.n_measurements == 20
@@ -81,9 +87,9 @@ def test_transfer_embedding(nb201, task):
     meta, fit_rows, _, ev = task
     est = TransferEmbeddingEstimator("nasbench201", hidden=64, steps=400, finetune_steps=100)
     est.meta_fit(nb201, POOL, arch_rows=meta)
-    before = [p.clone() for p in est.net_.parameters()]
+    before = [p.clone() for p in est.meta_model.net.parameters()]
     _fit(est, nb201, fit_rows)
-    assert all(torch.equal(a, b) for a, b in zip(before, est.net_.parameters()))  # pool model untouched
+    assert all(torch.equal(a, b) for a, b in zip(before, est.meta_model.net.parameters()))  # pool model untouched
     assert (est.predict(nb201.archs[ev]) > 0).all()
     assert _rho(est, nb201, ev) > 0.8  # measured 0.929
 
@@ -104,19 +110,6 @@ def test_brp_gcn_and_flops_fbnet(fbnet):
     ev = rows[300:800]
     for est, bar in ((gcn, 0.65), (flops, 0.8)):  # measured 0.787, 0.928
         assert spearmanr(est.predict(fbnet.archs[ev]), lat[ev]).correlation > bar
-
-
-def test_graph_features_shapes_and_ofa_inactive_layers():
-    for name, shape in (("nasbench201", (8, 7)), ("fbnet", (22, 31)), ("ofa", (20, 27))):
-        sp = get_space(name)
-        x = _graph_features(sp, sp.sample(5, 0))
-        assert x.shape == (5,) + shape and x.dtype == np.float32
-    sp = get_space("ofa")
-    arch = {"ks": [3] * 20, "e": [6] * 20, "d": [2] * 5, "r": 224}
-    x = _graph_features(sp, sp.to_indices([arch]))[0]
-    active = np.array([j < 2 for _ in range(5) for j in range(4)])
-    assert (x[active, :6].sum(1) == 2).all() and (x[~active, :6] == 0).all()
-    assert np.allclose(x[:, 6], 1.0)  # (224 - 176) / 48 on every node
 
 
 @pytest.mark.parametrize("cls", [FLOPsEstimator, ScratchMLPEstimator, BRPGCNEstimator])
@@ -148,5 +141,5 @@ def test_pool_baselines_need_meta_fit(cls, nb201):
 
 
 def test_closest_device_rejects_unknown_pool_option(nb201):
-    with pytest.raises(ValueError, match=r"unknown pool option\(s\) \['stepz'\]"):
-        ClosestDeviceEstimator("nasbench201", stepz=10).meta_fit(nb201, POOL)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['stepz'\]"):
+        ClosestDeviceEstimator("nasbench201", pool_options={"stepz": 10}).meta_fit(nb201, POOL)

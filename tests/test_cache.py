@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from help_plugin.cache import PredictionCache
+from help_plugin.predictors.cache import PredictionCache
 from help_plugin.spaces import get_space
 
 

@@ -19,7 +19,7 @@ def _held_out(data, n_shots=10, seed=0):
 def test_pretrained_adapts_to_unseen_device(space, device, bar, request):
     data = request.getfixturevalue({"nasbench201": "nb201", "fbnet": "fbnet", "ofa": "ofa"}[space])
     est = HELPEstimator.pretrained(space)
-    assert isinstance(est, LatencyEstimator) and device not in est.train_devices_ + est.valid_devices_
+    assert isinstance(est, LatencyEstimator) and device not in est.meta_model.train_devices + est.meta_model.valid_devices
     refs = est.reference_archs
     assert len(refs) == 10
     np.testing.assert_array_equal(est.space.to_indices(refs), data.archs[data.reference_rows])
@@ -121,3 +121,21 @@ def test_bad_inputs_raise_clear_errors(nb201, tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(CheckpointError, match="not a help-plugin checkpoint"):
         HELPEstimator.load(tmp_path / "foreign.safetensors")
+
+
+def test_partial_fit_adds_measurements_and_survives_save_load(nb201, tmp_path):
+    lat = nb201.latency("raspi4")
+    refs = lat[nb201.reference_rows]
+    est = HELPEstimator.pretrained("nasbench201").adapt(refs, nb201.archs[:10], lat[:10])
+    est.save(tmp_path / "adapted.safetensors")
+    loaded = HELPEstimator.load(tmp_path / "adapted.safetensors")
+    np.testing.assert_array_equal(loaded.shot_indices_, nb201.archs[:10])
+    loaded.partial_fit(nb201.archs[10:30], lat[10:30])
+    all_at_once = HELPEstimator.pretrained("nasbench201").adapt(refs, nb201.archs[:30], lat[:30])
+    assert loaded.n_measurements == all_at_once.n_measurements == len(refs) + 30
+    np.testing.assert_allclose(loaded.predict(nb201.archs[100:200]), all_at_once.predict(nb201.archs[100:200]))
+    with pytest.raises(ValueError, match="nan"):
+        loaded.partial_fit(nb201.archs[30:32], [1.0, float("nan")])
+    loaded.shot_latencies_ms_ = None  # as loaded from a checkpoint that predates partial_fit
+    with pytest.raises(ValueError, match="does not keep the measurements it was adapted with"):
+        loaded.partial_fit(nb201.archs[30:32], lat[30:32])

@@ -14,14 +14,18 @@ import types
 import numpy as np
 import pytest
 import torch
+from help_plugin.integrations.hat import HAT_FEATURE_NORM, LatencyPredictor, install
 from torch.utils.flop_counter import FlopCounterMode
 
 from help_plugin import HELPEstimator
-from help_plugin.baselines import FLOPsEstimator
-from help_plugin.measure import LocalTorchDevice
+from help_plugin.measure import TorchEagerDevice
+from help_plugin.predictors.baselines import (
+    FLOPsEstimator,
+    HATMLPEstimator,
+    hat_features,
+)
 from help_plugin.spaces import get_space
 from help_plugin.spaces.hat import HATTransformer
-from integrations.hat import HAT_FEATURE_NORM, HATMLPEstimator, LatencyPredictor, hat_features, install
 
 # latency_predictor.py's example config (5-layer decoder, lists of layer_num entries)
 HAT_EXAMPLE = {
@@ -191,7 +195,7 @@ def test_incremental_decoding_equals_teacher_forcing_and_layers_follow_the_confi
 
 
 def test_measured_on_this_cpu_through_the_harness():
-    device = LocalTorchDevice(_tiny(), threads=1, batch_size=1, runs=1, passes=2, warmup=1)
+    device = TorchEagerDevice(_tiny(), threads=1, batch_size=1, runs=1, passes=2, warmup=1)
     m = device.measure(_tiny().sample(3, seed=0))
     assert m.latency_ms.shape == (3,) and (m.latency_ms > 0).all()
 
@@ -212,7 +216,7 @@ def test_hat_mlp_baseline_learns_and_checks_input():
     pred = est.predict(archs[150:])
     assert pred.shape == (50,) and np.corrcoef(pred, ms[150:])[0, 1] > 0.8
     with pytest.raises(ValueError, match="feature_norm must be 10 positive numbers"):
-        HATMLPEstimator(feature_norm=[1.0] * 9)
+        HATMLPEstimator(feature_norm=[1.0] * 9).fit(archs[:2], [1.0, 2.0])
     with pytest.raises(ValueError, match=r"latencies_ms\[1\] = -1.0"):
         HATMLPEstimator().fit(archs[:2], [1.0, -1.0])
 
@@ -222,7 +226,7 @@ def _adapted_help(path):
     """The shipped HAT model adapted to a synthetic device, saved to ``path``."""
     est = HELPEstimator.pretrained("hat")
     sp = est.space
-    refs = sp.to_indices(est.reference_archs)
+    refs = est.reference_indices
     shots = sp.sample(10, seed=7)
     device = lambda idx: 1e-6 * sp.cost_features(idx)[:, 2] + 5.0
     est.adapt(device(refs), shots, device(shots))

@@ -1,12 +1,17 @@
 """MetaD2A-style selection under a latency limit: selector logic, HELP's rule, and the safety margin on real data."""
 import numpy as np
 import pytest
+from help_plugin.integrations.metad2a import (
+    HELP_SHORTLIST,
+    NoFeasibleArchitecture,
+    load_metad2a_candidates,
+    predicted_upper_bound,
+    select,
+)
 
 from help_plugin import HELPEstimator, LatencyEstimator
-from help_plugin.meta import torch_threads
+from help_plugin.predictors import torch_threads
 from help_plugin.spaces import get_space
-from integrations.metad2a import (HELP_SHORTLIST, NoFeasibleArchitecture, load_metad2a_candidates,
-                                  predicted_upper_bound, select)
 
 UNSEEN = ("titan_rtx_256", "gold_6226", "pixel2", "eyeriss", "fpga")
 

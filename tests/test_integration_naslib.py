@@ -10,16 +10,29 @@ NNI's labels are checked against the installed ``nni`` package. Latencies are HE
 """
 import numpy as np
 import pytest
+from help_plugin.integrations.naslib import (
+    NASLibLatencyPredictor,
+    constrained_evolution,
+    naslib_available,
+    naslib_nasbench201_space,
+    to_space_indices,
+)
+from help_plugin.integrations.nb201_formats import (
+    NASLIB_OPS,
+    NNI_OPS,
+    indices_to_naslib,
+    indices_to_nni,
+    naslib_to_indices,
+    naslib_to_str,
+    nni_to_indices,
+    str_to_naslib,
+)
 from scipy.stats import spearmanr
 
 from help_plugin import HELPEstimator
-from help_plugin.baselines import FLOPsEstimator
 from help_plugin.measure import CallableDevice
-from help_plugin.meta import torch_threads
-from integrations.naslib import (NASLibLatencyPredictor, constrained_evolution, naslib_available,
-                                 naslib_nasbench201_space, to_space_indices)
-from integrations.nb201_formats import (NASLIB_OPS, NNI_OPS, indices_to_naslib, indices_to_nni, naslib_to_indices,
-                                        naslib_to_str, nni_to_indices, str_to_naslib)
+from help_plugin.predictors import torch_threads
+from help_plugin.predictors.baselines import FLOPsEstimator
 
 # NASLib's documented NB201 format, written out independently of integrations.nb201_formats
 NASLIB_EDGE_LIST = ((1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4))

@@ -17,16 +17,35 @@ with warnings.catch_warnings():  # nni warns about torch classes it does not kno
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
     from nni.nas.hub.pytorch import MobileNetV3Space, NasBench201, ProxylessNAS
     from nni.nas.hub.pytorch.proxylessnas import InvertedResidual
-    from nni.nas.oneshot.pytorch.profiler import RangeProfilerFilter, SampleProfilerPenalty
+    from nni.nas.oneshot.pytorch.profiler import (
+        RangeProfilerFilter,
+        SampleProfilerPenalty,
+    )
     from nni.nas.space import ModelStatus
-    from nni.nas.strategy import DARTS, ENAS, Random, RandomOneShot, RegularizedEvolution
+    from nni.nas.strategy import (
+        DARTS,
+        ENAS,
+        Random,
+        RandomOneShot,
+        RegularizedEvolution,
+    )
+
+from help_plugin.integrations.nni_nas import (
+    FBNET_PROXYLESS_WIDTHS,
+    OFA_MOBILENETV3_KWARGS,
+    DifferentiableLatencyPenalty,
+    HELPProfiler,
+    LatencyDARTS,
+    LatencyGumbelDARTS,
+    LatencyProxyless,
+    NasBench201Mapping,
+    UnmappedChoiceError,
+    latency_chain,
+)
 
 from help_plugin import HELPEstimator
-from help_plugin.meta import torch_threads
+from help_plugin.predictors import torch_threads
 from help_plugin.spaces.fbnet import BLOCKS, block_spec, layer_shapes
-from integrations.nni_nas import (FBNET_PROXYLESS_WIDTHS, OFA_MOBILENETV3_KWARGS, DifferentiableLatencyPenalty,
-                                  HELPProfiler, LatencyDARTS, LatencyGumbelDARTS, LatencyProxyless, NasBench201Mapping,
-                                  UnmappedChoiceError, latency_chain)
 
 logging.getLogger("nni").setLevel(logging.WARNING)
 logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)

@@ -4,15 +4,22 @@ import sys
 import numpy as np
 import pytest
 import torch
+from help_plugin.integrations.ofa_search import (
+    BatchedEvolutionFinder,
+    BatchedTutorialEvolutionFinder,
+    FLOPsAccuracyProxy,
+    HELPEfficiencyPredictor,
+    OFAAccuracyPredictor,
+    accuracy_predictor,
+    search,
+    search_and_measure,
+)
 
 from help_plugin import HELPEstimator
-from help_plugin.estimator import NotFittedError
-from help_plugin.measure import LocalTorchDevice
+from help_plugin.measure import TorchEagerDevice
+from help_plugin.predictors import NotFittedError
 from help_plugin.spaces import get_space
 from help_plugin.spaces import ofa as ofa_space
-from integrations.ofa_search import (BatchedEvolutionFinder, BatchedTutorialEvolutionFinder, FLOPsAccuracyProxy,
-                                     HELPEfficiencyPredictor, OFAAccuracyPredictor, accuracy_predictor, search,
-                                     search_and_measure)
 
 SPACE = get_space("ofa")
 BASE = {"ks": [3, 5, 7, 3] * 5, "e": [3, 4, 6, 4] * 5, "d": [2, 3, 4, 2, 3]}
@@ -81,7 +88,7 @@ def test_builder_without_ofa_names_the_extra(monkeypatch):
 
 
 def test_subnets_are_measured_on_this_cpu():
-    m = LocalTorchDevice("ofa", runs=1, passes=2, warmup=0).measure([{**BASE, "r": 128}, {**BASE, "r": 160}])
+    m = TorchEagerDevice("ofa", runs=1, passes=2, warmup=0).measure([{**BASE, "r": 128}, {**BASE, "r": 160}])
     assert m.latency_ms.shape == (2,) and np.all(m.latency_ms > 0)
 
 
@@ -192,7 +199,9 @@ def test_flops_proxy_serves_both_finders():
 
 def test_ofa_accuracy_predictor_checkpoints_load_safely(tmp_path, caplog):
     from ofa.nas.accuracy_predictor import AccuracyPredictor, MobileNetArchEncoder
-    from ofa.tutorial.accuracy_predictor import AccuracyPredictor as TutorialAccuracyPredictor
+    from ofa.tutorial.accuracy_predictor import (
+        AccuracyPredictor as TutorialAccuracyPredictor,
+    )
 
     archs = [{**BASE, "r": r} for r in (128, 176, 224)]
     torch.manual_seed(0)

@@ -4,10 +4,16 @@ import pytest
 import torch
 
 from help_plugin import HELPEstimator
-from help_plugin.baselines import FLOPsEstimator
-from help_plugin.losses import (ExpectedLatencyLoss, enumerate_archs, exact_expected_latency, latency_loss,
-                                latency_table, probs_from_logits)
-from help_plugin.meta import torch_threads
+from help_plugin.predictors import torch_threads
+from help_plugin.predictors.baselines import FLOPsEstimator
+from help_plugin.search.losses import (
+    ExpectedLatencyLoss,
+    enumerate_archs,
+    exact_expected_latency,
+    latency_loss,
+    latency_table,
+    probs_from_logits,
+)
 
 
 def _adapted(data, device, seed=0):

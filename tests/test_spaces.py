@@ -37,9 +37,9 @@ def test_nasbench201_rejects_bad_archs(bad, match):
 
 
 def test_fbnet_order_matches_shared_metainfo():
-    from help_plugin.data import _torch_load, default_data_dir
+    from help_plugin.data.help_layout import default_data_dir, load_pt
 
-    meta = _torch_load(default_data_dir() / "fbnet" / "metainfo.pt")
+    meta = load_pt(default_data_dir() / "fbnet" / "metainfo.pt")
     sp = FBNet()
     for a in meta["arch"][:50]:
         assert sp.parse(a["arch_str"]).tolist() == a["op_idx_list"]
@@ -120,3 +120,17 @@ def test_built_networks_match_analytic_parameter_count(name):
         assert weights == pytest.approx(sp.params(idx), rel=0.02)
         out = net.eval()(torch.randn(1, *sp.input_size(idx)))
         assert out.shape == (1, sp.num_classes)
+
+
+def test_graph_forms_shapes_and_ofa_inactive_layers():
+    for name, shape in (("nasbench201", (8, 7)), ("fbnet", (22, 31)), ("ofa", (20, 27))):
+        sp = get_space(name)
+        x = sp.graph_features(sp.sample(5, 0))
+        assert sp.graph_adjacency().shape == (shape[0], shape[0])
+        assert x.shape == (5,) + shape and x.dtype == np.float32
+    sp = get_space("ofa")
+    arch = {"ks": [3] * 20, "e": [6] * 20, "d": [2] * 5, "r": 224}
+    x = sp.graph_features(sp.to_indices([arch]))[0]
+    active = np.array([j < 2 for _ in range(5) for j in range(4)])
+    assert (x[active, :6].sum(1) == 2).all() and (x[~active, :6] == 0).all()
+    assert np.allclose(x[:, 6], 1.0)  # (224 - 176) / 48 on every node

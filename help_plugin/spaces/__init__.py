@@ -26,13 +26,16 @@ def available_spaces() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_space(space: str | SearchSpace) -> SearchSpace:
-    """The space called ``space`` (or ``space`` itself if it already is one)."""
+def get_space(space: str | SearchSpace, **params) -> SearchSpace:
+    """The space called ``space``, built with its constructor ``params`` (or ``space`` itself if it already
+    is one and no ``params`` are given)."""
     if isinstance(space, SearchSpace):
+        if params:
+            raise TypeError(f"space settings {sorted(params)} given with a SearchSpace instance {space!r}")
         return space
-    if space not in _REGISTRY:
+    if not isinstance(space, str) or space not in _REGISTRY:
         raise ValueError(f"unknown search space {space!r}; available: {available_spaces()}")
-    return _REGISTRY[space]()
+    return _REGISTRY[space](**params)
 
 
 __all__ = ["COST_FEATURES", "SearchSpace", "NASBench201", "FBNet", "OFAMobileNetV3", "HATTransformer",

@@ -11,7 +11,7 @@ registers it with :func:`help_plugin.spaces.register`.
 from __future__ import annotations
 
 import abc
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -247,5 +247,49 @@ class SearchSpace(abc.ABC):
         onehot = torch.cat([probs[:, i, :c] for i, c in enumerate(self.choices)], dim=1)
         return torch.cat([onehot, torch.log1p(costs)], dim=1)
 
+    # ------------------------------------------------------------------ settings
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments of this instance (what a checkpoint stores to rebuild it exactly).
+
+        ``deep`` is accepted for scikit-learn's ``clone``, which treats a space like an estimator parameter.
+        """
+        import inspect
+
+        names = [n for n, p in inspect.signature(type(self).__init__).parameters.items()
+                 if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        return {n: getattr(self, n) for n in names}
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self.get_params() == other.get_params()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(self.get_params().items()))))
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------ data and graph forms
+    def help_archs(self, load: Callable[..., Any]) -> np.ndarray:
+        """The architecture list of HELP's data layout for this space, as indices ``[n, arch_length]``.
+
+        ``load(file_name, numpy_scalars=False)`` reads one ``.pt`` file of the space's folder safely
+        (see :mod:`help_plugin.data.help_layout`).
+        """
+        raise ValueError(f"HELP's data has no {self.name!r} space")
+
+    def graph_adjacency(self) -> np.ndarray:
+        """Directed adjacency ``[N, N]`` of the architecture graph (``a[i, j] = 1``: node ``i`` receives from ``j``)
+        that graph predictors (the BRP-NAS GCN baseline) use."""
+        raise NotImplementedError(f"{self.name} has no graph form")
+
+    def graph_features(self, indices: np.ndarray) -> np.ndarray:
+        """Node features ``[n, N, F]`` float32 of each architecture's graph (see :meth:`graph_adjacency`)."""
+        raise NotImplementedError(f"{self.name} has no graph form")
+
+    @staticmethod
+    def _chain_features(layers: np.ndarray) -> np.ndarray:
+        """Per-layer features ``[n, N, F]`` of a chain graph plus the layer's position one-hot ``[n, N, F + N]``."""
+        n, length = layers.shape[:2]
+        pos = np.broadcast_to(np.eye(length, dtype=np.float32), (n, length, length))
+        return np.concatenate([layers.astype(np.float32), pos], axis=2)

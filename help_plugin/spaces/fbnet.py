@@ -89,6 +89,19 @@ class FBNet(SearchSpace):
     def input_shape(self) -> tuple[int, int, int]:
         return (3, self.resolution, self.resolution)
 
+    def help_archs(self, load) -> np.ndarray:
+        """``arch.pt``: 22 block indices per architecture."""
+        return self.to_indices([list(a) for a in load("arch.pt")])
+
+    def graph_adjacency(self) -> np.ndarray:
+        """A chain of the 22 searchable layers."""
+        return np.eye(22, k=-1)
+
+    def graph_features(self, indices: np.ndarray) -> np.ndarray:
+        """The layer's block one-hot (9) + the layer position one-hot (22), ``[n, 22, 31]``."""
+        idx = self.to_indices(indices)
+        return self._chain_features(self.one_hot(idx).reshape(len(idx), 22, 9))
+
     def build_network(self, arch: Any):
         idx = arch if isinstance(arch, np.ndarray) else self.parse(arch)
         return build_network(idx, self.num_classes, self.resolution)

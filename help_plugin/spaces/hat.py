@@ -116,10 +116,6 @@ class HATTransformer(SearchSpace):
             raise ValueError(f"hat: unknown decoding {decoding!r}; available: {DECODINGS}")
         self.src_len, self.tgt_len, self.vocab_size, self.decoding = int(src_len), int(tgt_len), int(vocab_size), decoding
 
-    def __repr__(self) -> str:
-        return (f"HATTransformer(src_len={self.src_len}, tgt_len={self.tgt_len}, vocab_size={self.vocab_size}, "
-                f"decoding={self.decoding!r})")
-
     @property
     def measurement_settings(self) -> str:
         """What this instance times beyond the architecture (part of a measurement-store key)."""

@@ -86,6 +86,35 @@ class NASBench201(SearchSpace):
         ops = [OPS[int(i)] for i in indices]
         return "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*ops)
 
+    def help_archs(self, load) -> np.ndarray:
+        """``str_arch2idx.pt``: NAS-Bench-201 string -> row."""
+        str2idx = load("str_arch2idx.pt")
+        archs = np.zeros((len(str2idx), 6), dtype=np.int64)
+        for s, i in str2idx.items():
+            archs[i] = self.parse(s)
+        return archs
+
+    def graph_adjacency(self) -> np.ndarray:
+        """BRP-NAS's graph: node 0 = cell input, nodes 1..6 = the 6 edge operations (string order), node 7 =
+        output. The op on edge ``s -> t`` receives from the ops on edges ending at ``s`` (from the input when
+        ``s = 0``); the output collects the ops on edges ending at 3."""
+        a = np.zeros((8, 8))
+        for k, (t, s) in enumerate(EDGES):
+            if s == 0:
+                a[1 + k, 0] = 1
+            a[1 + k, [1 + j for j, (t2, _) in enumerate(EDGES) if t2 == s]] = 1
+            a[7, 1 + k] = float(t == 3)
+        return a
+
+    def graph_features(self, indices: np.ndarray) -> np.ndarray:
+        """One-hot node type over (input, output, 5 ops), ``[n, 8, 7]``."""
+        idx = self.to_indices(indices)
+        n = len(idx)
+        x = np.zeros((n, 8, 7), dtype=np.float32)
+        x[:, 0, 0] = x[:, 7, 1] = 1.0
+        x[np.arange(n)[:, None], np.arange(1, 7), 2 + idx] = 1.0
+        return x
+
     def build_network(self, arch: Any):
         return build_network(self.parse(arch) if not isinstance(arch, np.ndarray) else arch, self.num_classes)
 

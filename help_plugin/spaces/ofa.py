@@ -49,6 +49,13 @@ class OFAMobileNetV3(SearchSpace):
     num_classes = NUM_CLASSES
 
     def parse(self, arch: Any) -> np.ndarray:
+        if isinstance(arch, str):  # the canonical JSON form (tidy tables, store keys)
+            import json
+
+            try:
+                arch = json.loads(arch)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"ofa: {arch!r} is not an architecture dict in JSON ({err})") from None
         if not isinstance(arch, dict):
             raise TypeError(f"ofa: an architecture is a dict with keys ks, e, d, r; got {type(arch).__name__}")
         unknown = set(arch) - {"ks", "e", "d", "r", "image_size", "wid"}
@@ -155,6 +162,25 @@ class OFAMobileNetV3(SearchSpace):
         kernels = kernels + 6
         return np.stack([macs, params, memory, kernels], axis=1)
 
+    # ------------------------------------------------------------------ data and graph forms
+    def help_archs(self, load) -> np.ndarray:
+        """``ofa_archs.pt``: OFA config dicts (numpy int64 resolutions)."""
+        meta = load("ofa_archs.pt", numpy_scalars=True)
+        return self.to_indices([{k: (int(v) if k == "r" else v) for k, v in a.items()} for a in meta["arch"]])
+
+    def graph_adjacency(self) -> np.ndarray:
+        """A chain of the 20 elastic layers."""
+        return np.eye(20, k=-1)
+
+    def graph_features(self, indices: np.ndarray) -> np.ndarray:
+        """The layer's kernel and expand one-hots (3 + 3, zero for inactive layers), the input resolution as a
+        scalar ((r - 176) / 48, on every node) + the layer position one-hot (20): ``[n, 20, 27]``."""
+        idx = self.to_indices(indices)
+        n, oh = len(idx), self.one_hot(idx)
+        res = (np.asarray(RESOLUTIONS, dtype=np.float32)[idx[:, 45]] - 176.0) / 48.0
+        return self._chain_features(np.concatenate([oh[:, :60].reshape(n, 20, 3), oh[:, 60:120].reshape(n, 20, 3),
+                                                    np.repeat(res[:, None, None], 20, axis=1)], axis=2))
+
     # ------------------------------------------------------------------ networks
     def _row(self, arch: Any) -> np.ndarray:
         return self.to_indices(arch)[0] if isinstance(arch, np.ndarray) else self.parse(arch)
@@ -190,7 +216,9 @@ def _supernet():
     """OFA's elastic MobileNetV3 supernet for this space (random init, seed 0), built once per process."""
     try:
         import torch
-        from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3 as OFASupernet
+        from ofa.imagenet_classification.elastic_nn.networks import (
+            OFAMobileNetV3 as OFASupernet,
+        )
     except ImportError as err:
         raise ImportError(
             f"building OFA MobileNetV3 subnets needs the `ofa` package and what it imports (torchvision matching "

@@ -1,0 +1,52 @@
+"""``help-nas adapt``: adapt a model to a device from its measurements (a table, or this machine) and save it."""
+from __future__ import annotations
+
+from .common import emit, non_negative_int, spaces
+
+
+def add_parser(sub, common):
+    p = sub.add_parser("adapt", parents=[common["store"], common["timing"]],
+                       help="adapt a model to a device from its measurements and save it",
+                       description="Reads a tidy CSV/Parquet (space, arch, device, latency_ms) that contains the "
+                                   "reference architectures (see 'help-nas references') and any further samples; "
+                                   "or, with --device local-cpu, measures them on this machine through the store.")
+    p.add_argument("--space", choices=spaces(), default="nasbench201", help="space of the shipped model")
+    p.add_argument("--model", help="a meta-trained model instead of the shipped one")
+    p.add_argument("--measurements", help="tidy table of the device's measurements (omit with --device local-cpu)")
+    p.add_argument("--device", required=True,
+                   help="device name in the table, or local-cpu to measure this machine (reference archs + --shots)")
+    p.add_argument("--shots", type=non_negative_int, default=10,
+                   help="local-cpu: random archs measured besides the references")
+    p.add_argument("--out", required=True, help="output .safetensors path of the adapted estimator")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from ..data import load_measurements
+    from .common import load_estimator
+
+    if args.measurements is None:
+        if args.device != "local-cpu":
+            raise ValueError(f"--measurements is required for device {args.device!r} (only local-cpu is measured here)")
+        from ..measure import MeasurementStore, TorchEagerDevice
+        from ..measure.adapt import adapt_on_device
+
+        device = TorchEagerDevice(args.space, threads=args.threads)
+        est = adapt_on_device(args.space, device, MeasurementStore(args.store), shots=args.shots, seed=args.seed,
+                              progress=True)
+        est.save(args.out)
+        emit({"space": est.space.name, "device": device.device_id, "measurements": est.n_measurements,
+              "model": args.out}, None)
+        return 0
+    est = load_estimator(args.model, args.space)
+    data = load_measurements(args.measurements, space=est.space.name)
+    lat = data.latency(args.device)
+    ok = np.isfinite(lat)
+    est.device = args.device
+    est.fit(data.archs[ok], lat[ok])
+    est.save(args.out)
+    emit({"space": est.space.name, "device": args.device, "measurements": est.n_measurements,
+          "adapt_seconds": round(est.adapt_seconds_, 4), "model": args.out}, None)
+    return 0

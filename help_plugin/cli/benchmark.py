@@ -1,0 +1,67 @@
+"""``help-nas benchmark``: few-shot accuracy and cost of HELP variants and baselines on HELP's data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import (
+    BASELINES_HELP,
+    METHODS_HELP,
+    csv_list,
+    int_list,
+    positive_int,
+    spaces,
+)
+
+
+def add_parser(sub, common):
+    from ..data.splits import SPLITS
+
+    p = sub.add_parser("benchmark", parents=[common["quiet"]],
+                       help="few-shot accuracy and cost of HELP variants and baselines",
+                       description="Meta-trains every method on the split's pool (on half of the architectures), "
+                                   "adapts on each test device with the reference archs + K shots, scores Spearman, "
+                                   "Kendall and MAPE on all other held-out archs; 5 seeds by default. Prints a "
+                                   "table and writes JSON (and a sample-efficiency PNG for several --shots).")
+    p.add_argument("--space", choices=spaces(), help="space (its default split unless --split)")
+    p.add_argument("--split", choices=sorted(SPLITS), help="named device split")
+    p.add_argument("--shots", type=int_list, default=[10], help="comma-separated K values (default 10)")
+    p.add_argument("--seeds", type=positive_int, default=5, help="number of seeds (default 5)")
+    p.add_argument("--methods", type=csv_list, default=["help+"],
+                   help=f"comma-separated, from {METHODS_HELP} and the baselines {BASELINES_HELP} (default "
+                        "help+); options as METHOD:KEY=VALUE[:KEY=VALUE], e.g. help+:ensemble=1 for an ablation row")
+    p.add_argument("--protocol", choices=["disjoint", "help"], default="disjoint",
+                   help="disjoint: score all held-out archs; help: HELP's 800 archs in the 10-90%% latency range")
+    p.add_argument("--out", help="JSON path (default results/benchmark_SPLIT_PROTOCOL.json)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..data import SPLITS
+    from ..evaluation import run_benchmark, save_result
+
+    split = args.split or args.space
+    if split is None:
+        raise ValueError("give --split or --space")
+    if split not in SPLITS:
+        raise ValueError(f"HELP's data has no split for space {split!r}; splits: {sorted(SPLITS)} (benchmark other "
+                         "spaces on your own measurements with the Python API)")
+    if args.space and SPLITS[split].space != args.space:
+        raise ValueError(f"split {split!r} is for space {SPLITS[split].space!r}, not {args.space!r}")
+    if any(k < 0 for k in args.shots):
+        raise ValueError(f"--shots must be >= 0, got {args.shots}")
+    seeds = list(range(args.seeds))
+    result = run_benchmark(split, methods=args.methods, shots=args.shots, seeds=seeds, protocol=args.protocol,
+                           progress=not args.quiet)
+    print(f"\n## {split} ({result.space}), protocol {args.protocol}, {len(seeds)} seed(s): Spearman rho per test device\n")
+    print(result.table())
+    out = Path(args.out or f"results/benchmark_{split}_{args.protocol}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_result(result, out)
+    print(f"\nwrote {out}")
+    if len(args.shots) > 1 and not args.no_plot:
+        from ..evaluation.plots import sample_efficiency
+
+        png = sample_efficiency(result.summary(), out.with_suffix(".png"), title=f"{split} ({args.protocol})")
+        print(f"wrote {png}")
+    return 0

@@ -1,0 +1,55 @@
+"""``help-nas search``: a latency-constrained search on this machine, verified by measurement."""
+from __future__ import annotations
+
+from .common import (
+    emit,
+    measurable_spaces,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+
+
+def add_parser(sub, common):
+    p = sub.add_parser("search", parents=[common["store"], common["timing"], common["out"], common["quiet"]],
+                       help="latency-constrained evolutionary search on this machine",
+                       description="Adapts the shipped model to this CPU (reference archs + K shots, measured through "
+                                   "the store, so a second run measures nothing) unless --model is given, re-times the "
+                                   "reference archs to rescale the limit to the machine's current speed, runs "
+                                   "regularised evolution maximising the SynFlow proxy over architectures predicted "
+                                   "within the target band (between --budget-use of the limit and 3 % under it), "
+                                   "measures the --verify-top best candidates and keeps the best one measured in the "
+                                   "band (else searches again, up to twice, with the predictor re-adapted on those "
+                                   "measurements), then re-measures it and reports predicted vs measured latency.")
+    p.add_argument("--space", choices=measurable_spaces(), default="nasbench201")
+    p.add_argument("--latency-ms", type=positive_float, required=True, help="latency limit in ms")
+    p.add_argument("--model", help="an already adapted estimator for this machine")
+    p.add_argument("--shots", type=non_negative_int, default=10)
+    p.add_argument("--cycles", type=positive_int, default=60, help="evolution cycles (default 60)")
+    p.add_argument("--verify-top", type=positive_int, default=4,
+                   help="best-scoring candidates measured before picking the winner (default 4)")
+    p.add_argument("--budget-use", type=float, default=0.9,
+                   help="the least share of the limit the winner should use (default 0.9: a network measured "
+                        "within 10 %% below the limit); 0 accepts any network under it")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..measure import MeasurementStore, TorchEagerDevice
+    from ..measure.adapt import adapt_on_device
+    from ..predictors import HELPEstimator
+    from ..search import VerifiedSearch, synflow_proposer
+    from ..search.verified import SYNFLOW
+
+    device = TorchEagerDevice(args.space, threads=args.threads, seed=args.seed)
+    if args.model:
+        est = HELPEstimator.load(args.model)
+    else:
+        est = adapt_on_device(args.space, device, MeasurementStore(args.store), shots=args.shots, seed=args.seed,
+                              progress=not args.quiet)
+    search = VerifiedSearch(est, device, synflow_proposer(est.space, cycles=args.cycles, seed=args.seed,
+                                                          progress=not args.quiet),
+                            objective=SYNFLOW, verify_top=args.verify_top, budget_use=args.budget_use)
+    result = search.run(args.latency_ms)
+    emit(result.to_dict(), args.out)
+    return 0

@@ -1,0 +1,60 @@
+"""Named device splits: which devices meta-train, meta-validate and meta-test, per space."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DeviceSplit:
+    """Which devices meta-train, meta-validate and meta-test, for one space."""
+
+    space: str
+    train: tuple[str, ...]
+    valid: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def __post_init__(self):
+        overlap = (set(self.train) | set(self.valid)) & set(self.test)
+        if overlap:
+            raise ValueError(f"devices {sorted(overlap)} are both meta-training/validation and test devices")
+        if not self.train:
+            raise ValueError("a split needs at least one meta-training device")
+
+    @property
+    def pool(self) -> tuple[str, ...]:
+        """Every device the split lets a method learn from (meta-training, then meta-validation)."""
+        return self.train + tuple(d for d in self.valid if d not in self.train)
+
+
+def _csv(s: str) -> tuple[str, ...]:
+    return tuple(s.split(","))
+
+
+_GPU15 = tuple(f"{g}_{b}" for g in ("1080ti", "2080ti", "titan_rtx", "titanx", "titanxp") for b in (1, 32, 64))
+
+#: Named splits: HELP's defaults (its README / Table 3) and the adversarial FBNet split.
+SPLITS: dict[str, DeviceSplit] = {
+    "nasbench201": DeviceSplit(
+        "nasbench201",
+        _csv("1080ti_1,1080ti_32,1080ti_256,silver_4114,silver_4210r,samsung_a50,pixel3,essential_ph_1,samsung_s7"),
+        _csv("titanx_1,titanx_32,titanx_256,gold_6240"),
+        _csv("titan_rtx_256,gold_6226,fpga,pixel2,raspi4,eyeriss")),
+    "fbnet": DeviceSplit(
+        "fbnet",
+        _csv("1080ti_1,1080ti_32,1080ti_64,silver_4114,silver_4210r,samsung_a50,pixel3,essential_ph_1,samsung_s7"),
+        _csv("titanx_1,titanx_32,titanx_64,gold_6240"),
+        _csv("fpga,raspi4,eyeriss")),
+    "fbnet-adversarial": DeviceSplit(
+        "fbnet", _GPU15, (), _csv("gold_6226,essential_ph_1,samsung_s7,pixel2")),
+    "ofa": DeviceSplit(
+        "ofa",
+        _csv("2080ti_1,2080ti_32,2080ti_64,titan_xp_1,titan_xp_32,titan_xp_64,v100_1,v100_32,v100_64"),
+        _csv("titan_rtx_1,titan_rtx_32"),
+        _csv("titan_rtx_64")),
+}
+
+
+def get_split(name: str) -> DeviceSplit:
+    if name not in SPLITS:
+        raise ValueError(f"unknown split {name!r}; available: {sorted(SPLITS)}")
+    return SPLITS[name]

@@ -1,0 +1,25 @@
+"""Adapting a shipped model to a device you can measure: its reference archs + K random ones, via the store."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Device
+from .store import MeasurementStore, measure_archs
+
+
+def adapt_on_device(space: str, device: Device, store: MeasurementStore | None = None, shots: int = 10,
+                    seed: int = 0, progress: bool = False):
+    """The shipped ``space`` model adapted to ``device`` from its reference archs + ``shots`` random ones.
+
+    Measurements go through ``store`` (nothing is measured twice); returns the adapted
+    :class:`~help_plugin.predictors.HELPEstimator`.
+    """
+    from ..predictors import HELPEstimator
+
+    if not isinstance(shots, (int, np.integer)) or shots < 0:
+        raise ValueError(f"shots must be an int >= 0, got {shots!r}")
+    est = HELPEstimator.pretrained(space, device=device.device_id)
+    refs = est.reference_indices
+    few = est.space.sample(shots, seed)
+    ms, _ = measure_archs(device, np.concatenate([refs, few]), store, progress=progress)
+    return est.adapt(ms[:len(refs)], few, ms[len(refs):])

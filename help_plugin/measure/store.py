@@ -1,0 +1,144 @@
+"""A measurement store that never loses or repeats work (SQLite).
+
+Each row is keyed by (device id, space, canonical architecture, settings); measuring goes through
+:func:`measure_archs`, which looks every architecture up first, measures only what is missing and
+commits chunk by chunk, so an interrupted run resumes where it stopped. The store exports the tidy
+``space, arch, device, latency_ms`` table that :func:`help_plugin.load_measurements` reads.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+STORE_ENV = "HELP_PLUGIN_STORE"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS measurements (
+    device_id TEXT NOT NULL, space TEXT NOT NULL, arch TEXT NOT NULL, settings TEXT NOT NULL,
+    latency_ms REAL NOT NULL CHECK (latency_ms > 0), spread_ms REAL, retest_rho REAL, created REAL NOT NULL,
+    PRIMARY KEY (device_id, space, arch, settings))
+"""
+
+
+class StoreError(RuntimeError):
+    """The store file is corrupt, locked or not a measurement store."""
+
+
+def default_store_path() -> Path:
+    """``$HELP_PLUGIN_STORE``, else ``$XDG_CACHE_HOME/help-plugin/measurements.sqlite`` (``~/.cache``)."""
+    if os.environ.get(STORE_ENV):
+        return Path(os.environ[STORE_ENV])
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "help-plugin" / "measurements.sqlite"
+
+
+class MeasurementStore:
+    """SQLite-backed latency measurements. ``path`` defaults to :func:`default_store_path`."""
+
+    def __init__(self, path: str | Path | None = None, timeout_s: float = 30.0):
+        self.path = Path(path) if path else default_store_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=timeout_s)
+            self._db.execute(_SCHEMA)
+            self._db.commit()
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"measurement store {self.path} is unusable ({err}); move it aside to start a new one") from err
+
+    def _run(self, sql: str, args=()):
+        try:
+            return self._db.execute(sql, args)
+        except sqlite3.OperationalError as err:
+            raise StoreError(f"measurement store {self.path}: {err}") from err
+
+    def get(self, device_id: str, space: str, archs: Sequence[str], settings: str = "") -> dict[str, float]:
+        """Stored latency (ms) of each canonical arch string that has one."""
+        out: dict[str, float] = {}
+        for i in range(0, len(archs), 500):
+            chunk = list(archs[i:i + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._run(f"SELECT arch, latency_ms FROM measurements WHERE device_id=? AND space=? AND settings=? "
+                             f"AND arch IN ({marks})", [device_id, space, settings] + chunk).fetchall()
+            out.update(dict(rows))
+        return out
+
+    def add(self, device_id: str, space: str, archs: Sequence[str], latency_ms: Sequence[float],
+            settings: str = "", spread_ms: Sequence[float] | None = None, retest_rho: float | None = None) -> None:
+        """Insert (or replace) measurements and commit at once."""
+        spread = spread_ms if spread_ms is not None else [None] * len(archs)
+        now = time.time()
+        rows = [(device_id, space, a, settings, float(ms), None if s is None else float(s),
+                 None if retest_rho is None or not np.isfinite(retest_rho) else float(retest_rho), now)
+                for a, ms, s in zip(archs, latency_ms, spread)]
+        try:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO measurements VALUES (?,?,?,?,?,?,?,?)", rows)
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"measurement store {self.path}: {err}") from err
+
+    def records(self, space: str | None = None, device_id: str | None = None) -> Iterator[dict[str, Any]]:
+        sql, args = "SELECT device_id, space, arch, settings, latency_ms FROM measurements WHERE 1=1", []
+        if space:
+            sql, args = sql + " AND space=?", args + [space]
+        if device_id:
+            sql, args = sql + " AND device_id=?", args + [device_id]
+        for dev, sp, arch, settings, ms in self._run(sql + " ORDER BY created", args):
+            yield {"space": sp, "arch": arch, "device": dev + (f"[{settings}]" if settings else ""), "latency_ms": ms}
+
+    def __len__(self) -> int:
+        return int(self._run("SELECT COUNT(*) FROM measurements").fetchone()[0])
+
+    def export_csv(self, path: str | Path, space: str | None = None, device_id: str | None = None) -> int:
+        """Write the tidy table (:func:`help_plugin.data.load_measurements` reads it); returns the number of rows."""
+        from ..data.tables import write_measurements
+
+        return write_measurements(path, self.records(space, device_id))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def measure_archs(device, archs: Any, store: MeasurementStore | None = None, chunk_size: int | None = None,
+                  progress: bool = False) -> tuple[np.ndarray, dict]:
+    """Latency (ms) of ``archs`` on ``device``, measuring only what ``store`` lacks.
+
+    ``device`` is any :class:`~help_plugin.measure.Device` (``space``, ``device_id``,
+    ``settings``, ``chunk_size`` and ``measure(index_array) -> Measurements``). Work is committed every
+    ``chunk_size`` architectures (default: the device's ``chunk_size``), so nothing measured is lost.
+    Returns ``(latency_ms [n], info)`` with counts and the test-retest rho of each measured chunk.
+    """
+    from tqdm.auto import tqdm
+
+    space = device.space
+    idx = space.to_indices(archs)
+    keys = [space.canonical(r) for r in idx]
+    settings = getattr(device, "settings", "")
+    known = store.get(device.device_id, space.name, keys, settings) if store is not None else {}
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    todo = [i for k, i in first.items() if k not in known]
+    chunk = chunk_size or getattr(device, "chunk_size", 25)
+    retests = []
+    bar = tqdm(total=len(todo), desc=f"measuring on {device.device_id}", disable=not progress)
+    for start in range(0, len(todo), chunk):
+        rows = todo[start:start + chunk]
+        m = device.measure(idx[rows])
+        spread = np.ptp(m.per_pass_ms, axis=0) if m.per_pass_ms.shape[0] > 1 else None
+        if store is not None:
+            store.add(device.device_id, space.name, [keys[i] for i in rows], m.latency_ms, settings, spread, m.retest_rho)
+        known.update({keys[i]: float(v) for i, v in zip(rows, m.latency_ms)})
+        if np.isfinite(m.retest_rho):
+            retests.append(m.retest_rho)
+        bar.update(len(rows))
+    bar.close()
+    info = {"cached": len(keys) - len(todo), "measured": len(todo), "chunk_retest_rho": retests}
+    return np.array([known[k] for k in keys]), info

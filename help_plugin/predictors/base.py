@@ -1,0 +1,171 @@
+"""The one interface every integration accepts: :class:`LatencyEstimator`.
+
+The contract follows scikit-learn's estimators (``sklearn/base.py``):
+
+* the constructor only stores its explicit parameters, as given (no validation, no conversion);
+  :meth:`~LatencyEstimator.get_params` / :meth:`~LatencyEstimator.set_params` read and write them, so
+  ``sklearn.base.clone(est)`` gives an unfitted copy with the same parameters;
+* :meth:`~LatencyEstimator.fit` learns from measurements of the target device, validates its inputs and
+  sets the fitted attributes, whose names end in ``_``;
+* :meth:`~LatencyEstimator.predict` returns ``np.ndarray[float64]`` of shape ``[n]`` in milliseconds and
+  raises :class:`NotFittedError` before ``fit``;
+* :meth:`~LatencyEstimator.save` / :meth:`~LatencyEstimator.load` round-trip the estimator (parameters,
+  search-space settings and fitted state) through a safetensors checkpoint, never pickle.
+
+Estimators that learn from a device pool first (HELP, closest-device, TL-ET) take the meta-trained
+model as their ``meta_model`` parameter, which ``meta_fit`` sets; a clone keeps it, so clone-then-fit
+works without meta-training again.
+"""
+from __future__ import annotations
+
+import abc
+import inspect
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..spaces import SearchSpace, get_space
+from ..validation import check_latencies, check_same_length
+
+
+class NotFittedError(RuntimeError):
+    """Raised when ``predict`` is called before the estimator was adapted/fitted."""
+
+
+#: checkpoint ``kind`` -> estimator class; every concrete estimator registers itself.
+ESTIMATOR_KINDS: dict[str, type["LatencyEstimator"]] = {}
+
+
+class LatencyEstimator(abc.ABC):
+    """Predicts the latency (ms) of architectures of one search space on one device.
+
+    ``space`` (a parameter of every estimator) is a space name or a
+    :class:`~help_plugin.spaces.SearchSpace` instance; the attribute reads as the resolved instance.
+    ``archs`` are given in any form the space accepts, or as an index array ``[n, arch_length]``;
+    ``latencies_ms`` are ``[n]`` finite, > 0. ``n_measurements`` is the number of target-device
+    measurements the fitted estimator consumed (for cost accounting).
+    """
+
+    #: Target-device measurements (besides the reference architectures) a benchmark gives this estimator.
+    default_shots: ClassVar[int] = 10
+    #: Fitted attribute whose presence means "fitted".
+    _fitted_marker: ClassVar[str] = "n_measurements_"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not inspect.isabstract(cls):
+            ESTIMATOR_KINDS[cls.__name__] = cls
+
+    # ------------------------------------------------------------------ parameters
+    @property
+    def space(self) -> SearchSpace:
+        """The search space, resolved from the ``space`` parameter (once; a new value resolves again)."""
+        cached = self.__dict__.get("_space_resolved")
+        if cached is None or cached[0] is not self._space:
+            cached = (self._space, get_space(self._space))
+            self.__dict__["_space_resolved"] = cached
+        return cached[1]
+
+    @space.setter
+    def space(self, value: str | SearchSpace) -> None:
+        self._space = value
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        for p in sig.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise TypeError(f"{cls.__name__}.__init__ must take explicit parameters, not *{p.name}")
+        return [n for n in sig.parameters if n != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters, as stored (``space`` as given: a name or a SearchSpace)."""
+        return {n: (self._space if n == "space" else getattr(self, n)) for n in self._param_names()}
+
+    def set_params(self, **params) -> "LatencyEstimator":
+        """Set constructor parameters (validated when the estimator is next fitted); returns ``self``."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}; valid parameters: {valid}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()
+                         if k != "meta_model" and v is not None)
+        state = "fitted" if self.is_fitted else "not fitted"
+        return f"{type(self).__name__}({args}) [{state}]"
+
+    # ------------------------------------------------------------------ fit / predict
+    @abc.abstractmethod
+    def fit(self, archs: Any, latencies_ms: Any) -> "LatencyEstimator":
+        """Adapt to the target device from measured ``(arch, latency_ms)`` pairs; returns ``self``."""
+
+    @abc.abstractmethod
+    def predict(self, archs: Any) -> np.ndarray:
+        """Predicted latency in ms, ``[n]``."""
+
+    def predict_one(self, arch: Any) -> float:
+        """Latency in ms of a single architecture."""
+        return float(self.predict([arch])[0])
+
+    @property
+    def n_measurements(self) -> int:
+        return int(getattr(self, "n_measurements_", None) or 0)
+
+    @property
+    def is_fitted(self) -> bool:
+        return getattr(self, self._fitted_marker, None) is not None
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not adapted to a device yet; call fit()/adapt() first")
+
+    def _fit_inputs(self, archs: Any, latencies_ms: Any, min_n: int = 2) -> tuple[np.ndarray, np.ndarray]:
+        """Validated ``(indices [n, arch_length] int64, latencies [n] float64 ms)`` for ``fit``."""
+        idx = self.space.to_indices(archs)
+        ms = check_latencies(latencies_ms)
+        check_same_length(idx, ms, "archs", "latencies_ms")
+        if len(ms) < min_n:
+            raise ValueError(f"{type(self).__name__}.fit needs at least {min_n} measurements, got {len(ms)}")
+        return idx, ms
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """Write a safetensors checkpoint: parameters, the space's settings and the fitted state."""
+        params = {k: v for k, v in self.get_params().items() if k not in ("space", "meta_model")}
+        meta = {"kind": type(self).__name__, "params": params,
+                "space": {"name": self.space.name, "params": self.space.get_params()}}
+        state_meta, tensors = self._get_state()
+        meta.update(state_meta)
+        save_checkpoint(path, meta, tensors)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatencyEstimator":
+        """Read a checkpoint written by :meth:`save` (``LatencyEstimator.load`` reads any estimator's)."""
+        meta, tensors = load_checkpoint(path)
+        kind = meta.get("kind")
+        target = ESTIMATOR_KINDS.get(kind) if isinstance(kind, str) else None
+        if target is None or not issubclass(target, cls):
+            raise CheckpointError(f"{path} holds a {kind!r}, not a {cls.__name__}")
+        try:
+            space_meta = meta["space"]
+            space = get_space(space_meta["name"], **space_meta.get("params", {}))
+            est = target(space=space, **meta.get("params", {}))
+            est._set_state(meta, tensors)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            raise CheckpointError(f"{path} is an incomplete or incompatible {kind} checkpoint: {err}") from err
+        return est
+
+    def _get_state(self) -> tuple[dict, dict]:
+        """``(JSON-able meta, tensors)`` of what ``fit``/``meta_fit`` learned (empty if nothing yet)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be saved")
+
+    def _set_state(self, meta: dict, tensors: dict) -> None:
+        """Inverse of :meth:`_get_state` on a freshly constructed estimator."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be loaded")

@@ -1,0 +1,151 @@
+"""The interface of a meta-learning algorithm: what it learns from a device pool, and how a device adapts.
+
+A :class:`MetaLearner` is meta-trained once on a pool of devices (:meth:`MetaLearner.meta_fit`) and then
+adapts to any new device from that device's latencies of the fixed reference architectures plus a few
+more (:meth:`MetaLearner.adapt`), returning a typed :class:`DeviceHead`: everything device-specific.
+:class:`~help_plugin.predictors.HELPEstimator` holds one learner (its ``meta_model``) and one head.
+
+Adding an algorithm = one module in this package with a ``MetaLearner`` subclass and its head,
+registered in :data:`help_plugin.predictors.learners.METHODS`.
+"""
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from ...data import LatencyDataset
+from ...spaces import SearchSpace
+
+
+class DeviceHead(abc.ABC):
+    """What a learner adapted to one device: serialisable to tensors, nothing else."""
+
+    @abc.abstractmethod
+    def state(self) -> dict[str, torch.Tensor]:
+        """The head as named tensors (for safetensors checkpoints)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor]) -> "DeviceHead":
+        """Inverse of :meth:`state`."""
+
+
+@dataclass
+class LearnerConfig:
+    """Base of every learner's hyper-parameters (a dataclass; ``seed`` and ``train_threads`` are shared)."""
+
+    train_threads: int = 1
+    seed: int = 0
+
+    @classmethod
+    def from_options(cls, method: str, options: dict | None, preset: dict | None = None, **fixed) -> "LearnerConfig":
+        """``cls(**preset, **options, **fixed)`` with a clear error for an unknown option."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(options or {}) - names
+        if unknown:
+            raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method!r}; it has {sorted(names)}")
+        both = set(options or {}) & set(fixed)
+        if both:
+            raise ValueError(f"option(s) {sorted(both)} are the estimator's own parameters: set them there")
+        return cls(**{**(preset or {}), **(options or {}), **fixed})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MetaLearner(abc.ABC):
+    """Meta-knowledge learned from a device pool (see the module docstring).
+
+    Attributes after :meth:`meta_fit` (or :meth:`from_state`): ``reference_indices``
+    ``[n_reference, arch_length]`` (the architectures every new device must time first),
+    ``train_devices``, ``valid_devices``, ``meta_train_seconds``.
+    """
+
+    method: str = ""
+    config_class: ClassVar[type[LearnerConfig]] = LearnerConfig
+    head_class: ClassVar[type[DeviceHead]] = DeviceHead
+    #: Whether :meth:`predict` can return a predictive standard deviation.
+    has_std: ClassVar[bool] = False
+
+    def __init__(self, space: SearchSpace, config: LearnerConfig | None = None):
+        self.space = space
+        self.config = config or self.config_class()
+        self.reference_indices = np.zeros((0, space.arch_length), np.int64)
+        self.train_devices: tuple[str, ...] = ()
+        self.valid_devices: tuple[str, ...] = ()
+        self.meta_train_seconds: float | None = None
+
+    # -------------------------------------------------------------- meta-training
+    def meta_fit(self, data: LatencyDataset, train_devices: Sequence[str], valid_devices: Sequence[str] = (),
+                 arch_rows: np.ndarray | None = None, progress: bool = False) -> "MetaLearner":
+        """Learn from ``data`` on the pool ``train_devices`` (+ ``valid_devices``), using ``arch_rows`` only."""
+        from ..training import torch_threads
+
+        t0 = time.perf_counter()
+        rows = np.arange(len(data)) if arch_rows is None else np.asarray(arch_rows, dtype=np.int64)
+        self.reference_indices = data.archs[data.reference_rows].copy()
+        with torch_threads(self.config.train_threads):
+            self._meta_fit(data, tuple(train_devices), tuple(valid_devices), rows, progress)
+        self.train_devices, self.valid_devices = tuple(train_devices), tuple(valid_devices)
+        self.meta_train_seconds = time.perf_counter() - t0
+        return self
+
+    @abc.abstractmethod
+    def _meta_fit(self, data: LatencyDataset, train_devices: tuple[str, ...], valid_devices: tuple[str, ...],
+                  rows: np.ndarray, progress: bool) -> None:
+        """Algorithm-specific meta-training on ``data.archs[rows]``."""
+
+    # -------------------------------------------------------------- a device
+    @abc.abstractmethod
+    def adapt(self, reference_ms: np.ndarray, shot_idx: np.ndarray, shot_ms: np.ndarray) -> DeviceHead:
+        """The head for a device from its ``reference_ms`` ``[n_reference]`` (of :attr:`reference_indices`)
+        and further measured architectures ``shot_idx`` ``[k, arch_length]`` with ``shot_ms`` ``[k]``."""
+
+    @abc.abstractmethod
+    def predict(self, head: DeviceHead, indices: np.ndarray, return_std: bool = False):
+        """Latency in ms ``[n]`` of ``indices`` ``[n, arch_length]`` on the head's device (and its std)."""
+
+    def predict_tensor(self, head: DeviceHead, probs: torch.Tensor) -> torch.Tensor:
+        """Differentiable latency (ms) ``[n]`` from relaxed choices ``probs`` ``[n, arch_length, max_choice]``."""
+        raise NotImplementedError(f"method {self.method!r} has no differentiable prediction")
+
+    # -------------------------------------------------------------- persistence
+    def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """``(JSON-able meta, tensors)`` of the meta-trained learner."""
+        meta, tensors = self._state()
+        meta = {"config": self.config.to_dict(), "train_devices": list(self.train_devices),
+                "valid_devices": list(self.valid_devices), "meta_train_seconds": self.meta_train_seconds, **meta}
+        return meta, {"reference_indices": torch.from_numpy(np.asarray(self.reference_indices, np.int64)), **tensors}
+
+    @classmethod
+    def from_state(cls, space: SearchSpace, meta: dict, tensors: dict[str, torch.Tensor]) -> "MetaLearner":
+        self = cls(space, cls.config_class(**meta["config"]))
+        self.reference_indices = tensors["reference_indices"].numpy()
+        space.check_indices(self.reference_indices)
+        self.train_devices, self.valid_devices = tuple(meta["train_devices"]), tuple(meta["valid_devices"])
+        self.meta_train_seconds = meta.get("meta_train_seconds")
+        self._from_state(meta, tensors)
+        return self
+
+    @abc.abstractmethod
+    def _state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """Algorithm-specific part of :meth:`state`."""
+
+    @abc.abstractmethod
+    def _from_state(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+        """Algorithm-specific part of :meth:`from_state`."""
+
+    def __repr__(self) -> str:
+        state = f"pool of {len(self.train_devices) + len(self.valid_devices)}" if self.meta_train_seconds is not None \
+            else "not meta-trained"
+        return f"{type(self).__name__}(method={self.method!r}, space={self.space!r}) [{state}]"
+
+
+def sub_state(tensors: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The entries of ``tensors`` under ``prefix``, with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -1,0 +1,148 @@
+"""OFA's efficiency-predictor interface answered by any fitted LatencyEstimator of the ``ofa`` space.
+
+Both of OFA's evolution finders ask an *efficiency predictor* about one architecture at a time inside
+rejection loops: ``ofa.nas.search_algorithm.EvolutionFinder`` calls ``get_efficiency(arch)`` with
+``{"ks", "e", "d", "image_size"}``, ``ofa.tutorial.EvolutionFinder`` calls ``predict_efficiency(spec)``
+with ``{"wid": None, "ks", "e", "d", "r": [int]}``. :class:`HELPEfficiencyPredictor` answers both, in
+place of OFA's per-device ``LatencyTable`` / ``Mbv3LatencyModel`` lookup tables (which download their
+tables when constructed), caches by architecture (archs that differ only in inactive layers share an
+entry) and offers :meth:`~HELPEfficiencyPredictor.predict_batch` for the batched finders
+(:mod:`help_plugin.integrations.ofa_finders`). Nothing here imports the ``ofa`` package.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..predictors import LatencyEstimator, NotFittedError
+from ..predictors.cache import LRU, PredictionCache
+from ..search import predicted_upper_bound
+from ..spaces import get_space
+
+_SPACE = get_space("ofa")
+
+ArchKey = tuple
+
+
+def arch_key(arch: Any) -> ArchKey:
+    """A hashable snapshot of an OFA arch dict (either finder's convention); values are validated later.
+
+    ``(ks tuple, e tuple, d tuple, r)`` with ``r`` from ``image_size`` or ``r`` (an int or a one-element list).
+    """
+    try:
+        r = arch["image_size"] if "image_size" in arch else arch["r"]
+        if isinstance(r, (list, tuple)):
+            r = r[0] if len(r) == 1 else tuple(r)
+        return tuple(arch["ks"]), tuple(arch["e"]), tuple(arch["d"]), r
+    except (KeyError, TypeError):
+        _SPACE.parse(arch)  # raises an error that names the missing key or wrong type
+        raise
+
+
+class HELPEfficiencyPredictor:
+    """OFA's efficiency-predictor interface, answered by any fitted LatencyEstimator of the ``ofa`` space.
+
+    Args:
+        estimator: a fitted :class:`~help_plugin.LatencyEstimator` (e.g. an adapted
+            ``HELPEstimator.pretrained("ofa")``), predicting the target device's latency in ms.
+        margin: safety margin in predictive standard deviations: the efficiency the finder compares
+            with its constraint is ``mean + margin * std`` (``estimator.predict(..., return_std=True)``,
+            or ``fallback_rel_std * mean`` for estimators without a std). ``0``: the prediction itself,
+            as HELP's OFA code does.
+        fallback_rel_std: assumed relative std for estimators without a predictive std.
+        cache_size: architectures remembered (least recently used are dropped; ~1 kB each).
+
+    ``get_efficiency(arch)`` / ``predict_efficiency(spec)`` return a float in ms;
+    ``predict_batch(archs)`` returns ``np.ndarray[n]`` ms. Counters: ``queries`` (architectures
+    asked about, one per single call, n per batch), ``hits`` (answered from the cache),
+    ``estimator_calls`` and ``estimator_archs`` (work done by the estimator).
+    """
+
+    def __init__(self, estimator: LatencyEstimator, margin: float = 0.0, fallback_rel_std: float = 0.05,
+                 cache_size: int = 100_000):
+        space = getattr(estimator, "space", None)
+        if getattr(space, "name", None) != "ofa" or not callable(getattr(estimator, "predict", None)):
+            raise ValueError(f"HELPEfficiencyPredictor needs a LatencyEstimator for the 'ofa' space; got "
+                             f"{type(estimator).__name__} for space {getattr(space, 'name', space)!r}")
+        if not getattr(estimator, "is_fitted", True):
+            raise NotFittedError(f"{type(estimator).__name__} is not adapted to a device yet; call fit()/adapt() "
+                                 "before searching with it")
+        if not np.isfinite(margin) or margin < 0:
+            raise ValueError(f"margin must be a finite number of standard deviations >= 0, got {margin!r}")
+        if not np.isfinite(fallback_rel_std) or fallback_rel_std < 0:
+            raise ValueError(f"fallback_rel_std must be a finite fraction >= 0, got {fallback_rel_std!r}")
+        self.estimator, self.space = estimator, space
+        self.margin, self.fallback_rel_std = float(margin), float(fallback_rel_std)
+        # keyed by the active layers' choices (help_plugin.cache), behind a fast path keyed by arch_key
+        self._cache = PredictionCache(space, self._estimate, cache_size)
+        self.cache_size = self._cache.size
+        self.clear_cache()
+
+    def clear_cache(self) -> None:
+        """Forget every cached prediction and reset the counters."""
+        self._by_key = LRU(self._cache.size)  # arch_key -> ms (fast path)
+        self._cache.clear()
+        self.queries = self._fast_hits = 0
+
+    @property
+    def hits(self) -> int:
+        return self._fast_hits + self._cache.hits
+
+    @property
+    def estimator_calls(self) -> int:
+        return self._cache.calls
+
+    @property
+    def estimator_archs(self) -> int:
+        return self._cache.archs
+
+    def cache_info(self) -> dict:
+        """``{"queries", "hits", "hit_rate", "estimator_calls", "estimator_archs", "size"}``."""
+        return {"queries": self.queries, "hits": self.hits,
+                "hit_rate": self.hits / self.queries if self.queries else 0.0,
+                "estimator_calls": self.estimator_calls, "estimator_archs": self.estimator_archs,
+                "size": len(self._cache)}
+
+    # ------------------------------------------------------------------ OFA's two call conventions
+    def get_efficiency(self, arch_dict: dict) -> float:
+        """``ofa.nas.search_algorithm.EvolutionFinder``'s call: ms of ``{"ks", "e", "d", "image_size"}``."""
+        self.queries += 1
+        key = arch_key(arch_dict)
+        ms = self._by_key.get(key)
+        if ms is not None:
+            self._fast_hits += 1
+            return ms
+        return float(self._predict([arch_dict], [key])[0])
+
+    def predict_efficiency(self, spec: dict) -> float:
+        """``ofa.tutorial.EvolutionFinder``'s call: ms of ``{"ks", "e", "d", "r": [int]}``."""
+        return self.get_efficiency(spec)
+
+    def predict_batch(self, archs: Sequence[dict]) -> np.ndarray:
+        """ms of many architectures at once, ``[n]``: one estimator call for all uncached ones."""
+        archs = list(archs)
+        self.queries += len(archs)
+        return self._predict(archs, [arch_key(a) for a in archs])
+
+    # ------------------------------------------------------------------ internals
+    def _estimate(self, idx: np.ndarray) -> np.ndarray:
+        if self.margin == 0:
+            return self.estimator.predict(idx)
+        return predicted_upper_bound(self.estimator, idx, self.margin, self.fallback_rel_std)[2]
+
+    def _predict(self, archs: list, keys: list) -> np.ndarray:
+        out = np.empty(len(archs))
+        todo = []
+        for i, key in enumerate(keys):
+            ms = self._by_key.get(key)
+            if ms is None:
+                todo.append(i)
+            else:
+                out[i] = ms
+                self._fast_hits += 1
+        if todo:
+            out[todo] = self._cache(self.space.to_indices([archs[i] for i in todo]))  # validates
+            for i in todo:
+                self._by_key[keys[i]] = float(out[i])
+        return out

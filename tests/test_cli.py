@@ -1,0 +1,109 @@
+"""The ``help-nas`` command line on real data: help, references, adapt/predict round trip, meta-train, benchmark."""
+import json
+
+import numpy as np
+import pytest
+
+from help_plugin import HELPEstimator
+from help_plugin.cli import main
+from help_plugin.evaluation import run_benchmark
+
+
+def test_help_text_explains_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("meta-train", "adapt", "predict", "benchmark", "demo", "references"):
+        assert cmd in out
+
+def test_adapt_and_predict_round_trip_through_csv(tmp_path, capsys, fbnet):
+    main(["references", "--space", "fbnet", "--out", str(tmp_path / "refs.json")])
+    refs = json.loads((tmp_path / "refs.json").read_text())["reference_archs"]
+    lat = fbnet.latency("raspi4")
+    rows = np.concatenate([fbnet.reference_rows, np.arange(100, 110)])
+    with open(tmp_path / "m.csv", "w") as f:
+        f.write("space,arch,device,latency_ms\n")
+        for r in rows:
+            f.write(f"fbnet,{fbnet.space.format(fbnet.archs[r])},my_pi,{lat[r]}\n")
+    assert [fbnet.space.format(a) for a in fbnet.archs[fbnet.reference_rows]] == refs
+    assert main(["adapt", "--space", "fbnet", "--measurements", str(tmp_path / "m.csv"), "--device", "my_pi",
+                 "--out", str(tmp_path / "pi.safetensors")]) == 0
+    (tmp_path / "archs.txt").write_text("\n".join(fbnet.space.format(a) for a in fbnet.archs[200:205]))
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "pi.safetensors"), "--archs", str(tmp_path / "archs.txt")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    direct = HELPEstimator.load(tmp_path / "pi.safetensors").predict(fbnet.archs[200:205])
+    np.testing.assert_allclose([o["latency_ms"] for o in out], direct, rtol=1e-3)
+    # an unknown device in the table is a clear error, not a traceback
+    assert main(["adapt", "--space", "fbnet", "--measurements", str(tmp_path / "m.csv"), "--device", "nope",
+                 "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "unknown device 'nope'" in capsys.readouterr().err
+
+def test_benchmark_protocol_small(nb201):
+    r = run_benchmark("nasbench201", methods=["help+", "flops"], shots=[10], seeds=[0], data=nb201)
+    s = r.summary()
+    assert s["help+"][10]["measurements"] == 20
+    assert s["help+"][10]["mean"]["spearman"][0] > s["flops"][10]["mean"]["spearman"][0] > 0.5
+    assert all(row["n_scored"] > 7000 for row in r.runs)  # all held-out archs are scored
+    assert "| help+ | 10 | 20 |" in r.table()
+    h = run_benchmark("nasbench201", methods=["flops", "help+:ensemble=1:steps=200"], shots=[10], seeds=[0],
+                      data=nb201, protocol="help")
+    assert all(row["n_scored"] == 800 for row in h.runs)
+    assert set(h.summary()) == {"flops", "help+:ensemble=1:steps=200"}
+    with pytest.raises(ValueError, match="unknown option"):
+        run_benchmark("nasbench201", methods=["help+:ensembles=2"], shots=[10], seeds=[0], data=nb201)
+
+def test_meta_train_on_own_tidy_table(tmp_path, capsys, fbnet):
+    pool = fbnet.select_devices(["fpga", "raspi4", "eyeriss"])
+    rows = np.concatenate([fbnet.reference_rows, np.arange(0, 600)])
+    pool.archs, pool.latency_ms = pool.archs[rows], pool.latency_ms[rows]
+    pool.to_csv(tmp_path / "pool.csv")
+    (tmp_path / "refs.txt").write_text("\n".join(fbnet.space.format(a) for a in fbnet.archs[fbnet.reference_rows]))
+    assert main(["meta-train", "--space", "fbnet", "--measurements", str(tmp_path / "pool.csv"),
+                 "--reference-archs", str(tmp_path / "refs.txt"), "--train-devices", "fpga,raspi4",
+                 "--valid-devices", "eyeriss", "--steps", "200", "--out", str(tmp_path / "own.safetensors"),
+                 "--quiet"]) == 0
+    est = HELPEstimator.load(tmp_path / "own.safetensors")
+    assert est.meta_model.train_devices == ("fpga", "raspi4") and est.meta_model.valid_devices == ("eyeriss",)
+    assert est.reference_archs == [fbnet.space.format(a) for a in fbnet.archs[fbnet.reference_rows]]
+
+
+_HELP_IMPORTS = """
+import sys
+from help_plugin.cli import main, COMMANDS
+for argv in [["--help"]] + [[c, "--help"] for c in sys.argv[1:]]:
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+heavy = sorted(m for m in ("torch", "scipy", "nni", "ofa", "matplotlib", "onnxruntime", "pandas") if m in sys.modules)
+print("HEAVY", heavy)
+"""
+
+
+def test_help_starts_without_heavy_imports():
+    """``help-nas --help`` and every ``help-nas COMMAND --help`` import neither torch nor scipy, nni, ofa, matplotlib."""
+    import subprocess
+    import sys
+
+    commands = ["demo", "measure", "search", "references", "meta-train", "adapt", "predict", "benchmark"]
+    res = subprocess.run([sys.executable, "-c", _HELP_IMPORTS, *commands], capture_output=True, text=True, check=True)
+    assert "usage: help-nas" in res.stdout and res.stdout.count("usage: help-nas") == 1 + len(commands)
+    assert "HEAVY []" in res.stdout, res.stdout[-300:]
+
+
+def test_benchmark_of_a_space_without_a_split_is_a_clear_error(capsys):
+    assert main(["benchmark", "--space", "hat"]) == 2
+    err = capsys.readouterr().err
+    assert "no split for space 'hat'" in err and "Traceback" not in err
+
+
+def test_adapters_install_under_help_plugin_only(tmp_path):
+    """No generic top-level ``integrations`` package: the adapters are ``help_plugin.integrations.*``."""
+    import subprocess
+    import sys
+
+    code = ("import importlib.util, help_plugin.integrations.ofa_search as m, help_plugin.integrations.nb201_formats;"
+            "print(importlib.util.find_spec('integrations') is None, m.__name__)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert res.stdout.split() == ["True", "help_plugin.integrations.ofa_search"]

@@ -1,0 +1,187 @@
+"""The LatencyEstimator contract, checked on every estimator (in the spirit of scikit-learn's ``check_estimator``).
+
+Every estimator: explicit constructor parameters stored as given, ``get_params``/``set_params``, ``sklearn.base.clone``
+gives an unfitted copy that, fitted on the same measurements, predicts exactly the same; ``predict`` returns float64 ms
+``[n]``; ``NotFittedError`` before ``fit``; a safetensors round trip keeps parameters, space settings and predictions;
+bad input raises an error that names it. Meta-trained estimators are meta-trained small, once per module.
+"""
+import json
+
+import numpy as np
+import pytest
+
+sklearn_base = pytest.importorskip("sklearn.base")
+
+from help_plugin import HELPEstimator, NotFittedError, get_split  # noqa: E402
+from help_plugin.checkpoint import CheckpointError  # noqa: E402
+from help_plugin.predictors import ESTIMATOR_KINDS, LatencyEstimator, torch_threads  # noqa: E402
+from help_plugin.predictors.baselines import (BRPGCNEstimator, ClosestDeviceEstimator, FLOPsEstimator,  # noqa: E402
+                                              HATMLPEstimator, ScratchMLPEstimator, TransferEmbeddingEstimator)
+from help_plugin.spaces import FBNet, get_space  # noqa: E402
+
+SMALL_GRADIENT = {"steps": 20, "validate_every": 20, "query": 20}
+POOL = get_split("fbnet").train[:4]
+
+
+def _fbnet_task(fbnet):
+    """Reference archs + 10 shots of eyeriss (unseen by the pools), and 200 archs to predict."""
+    lat = fbnet.latency("eyeriss")
+    rest = np.setdiff1d(np.arange(len(fbnet)), fbnet.reference_rows)
+    fit_rows = np.concatenate([fbnet.reference_rows, rest[:10]])
+    return fbnet.archs[fit_rows], lat[fit_rows], fbnet.archs[rest[100:300]]
+
+
+def _hat_task():
+    sp = get_space("hat")
+    archs = sp.sample(60, seed=3)
+    return archs[:40], 1e-7 * sp.cost_features(archs[:40])[:, 2], archs[40:]
+
+
+FACTORIES = {
+    "help+": lambda fbnet: HELPEstimator.pretrained("fbnet"),
+    "help": lambda fbnet: HELPEstimator.meta_train("fbnet", fbnet, POOL, method="help", **SMALL_GRADIENT),
+    "meta-sgd": lambda fbnet: HELPEstimator.meta_train("fbnet", fbnet, POOL, method="meta-sgd", **SMALL_GRADIENT),
+    "maml": lambda fbnet: HELPEstimator.meta_train("fbnet", fbnet, POOL, method="maml", **SMALL_GRADIENT),
+    "flops": lambda fbnet: FLOPsEstimator("fbnet"),
+    "closest-device": lambda fbnet: ClosestDeviceEstimator(
+        "fbnet", pool_options={"steps": 100, "ensemble": 1, "hidden": 32}).meta_fit(fbnet, POOL),
+    "scratch-mlp": lambda fbnet: ScratchMLPEstimator("fbnet", hidden=32, epochs=20),
+    "brp-gcn": lambda fbnet: BRPGCNEstimator("fbnet", hidden=32, layers=2, epochs=2),
+    "tl-et": lambda fbnet: TransferEmbeddingEstimator("fbnet", hidden=32, steps=50, finetune_steps=10).meta_fit(
+        fbnet, POOL),
+    "hat-mlp": lambda fbnet: HATMLPEstimator(train_steps=30, lr=1e-3),
+}
+
+
+@pytest.fixture(scope="module")
+def estimators(fbnet):
+    with torch_threads(1):
+        return {name: make(fbnet) for name, make in FACTORIES.items()}
+
+
+def _task(name, fbnet):
+    return _hat_task() if name == "hat-mlp" else _fbnet_task(fbnet)
+
+
+def test_every_estimator_is_covered(estimators):
+    """A new estimator class must get a factory here (so the contract is checked on it)."""
+    library = {cls for cls in ESTIMATOR_KINDS.values() if cls.__module__.startswith("help_plugin.")}
+    assert library <= {type(est) for est in estimators.values()}
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_parameters_are_stored_as_given_and_settable(name, estimators):
+    est = estimators[name]
+    params = est.get_params()
+    again = type(est)(**params)
+    assert all(again.get_params()[k] is v for k, v in params.items())  # the constructor stores, nothing else
+    assert "seed" not in params or est.set_params(seed=params["seed"]) is est
+    with pytest.raises(ValueError, match="invalid parameter 'no_such_parameter'"):
+        est.set_params(no_such_parameter=1)
+    assert type(est).__name__ in repr(est)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_clone_then_fit_predicts_exactly_the_same(name, estimators, fbnet):
+    archs, ms, new = _task(name, fbnet)
+    with torch_threads(1):
+        fitted = sklearn_base.clone(estimators[name]).fit(archs, ms)
+        twin = sklearn_base.clone(fitted)
+        assert not twin.is_fitted
+        with pytest.raises(NotFittedError):
+            twin.predict(new)
+        pred = fitted.predict(new)
+        np.testing.assert_array_equal(twin.fit(archs, ms).predict(new), pred)
+    assert isinstance(pred, np.ndarray) and pred.dtype == np.float64 and pred.shape == (len(new),)
+    assert np.isfinite(pred).all() and fitted.n_measurements == len(ms)
+    assert fitted.predict_one(new[0]) == pytest.approx(pred[0], rel=1e-6)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_save_load_round_trip(name, estimators, fbnet, tmp_path):
+    archs, ms, new = _task(name, fbnet)
+    est = sklearn_base.clone(estimators[name])
+    est.save(tmp_path / "unfitted.safetensors")
+    unfitted = LatencyEstimator.load(tmp_path / "unfitted.safetensors")
+    assert type(unfitted) is type(est) and not unfitted.is_fitted
+    with torch_threads(1):
+        est.fit(archs, ms)
+    est.save(tmp_path / "fitted.safetensors")
+    back = type(est).load(tmp_path / "fitted.safetensors")
+    assert back.space == est.space and back.n_measurements == est.n_measurements
+    def plain(e):  # parameters as JSON stores them (tuples become lists)
+        return json.loads(json.dumps({k: v for k, v in e.get_params().items() if k not in ("space", "meta_model")}))
+
+    assert plain(back) == plain(est)
+    np.testing.assert_allclose(back.predict(new), est.predict(new), rtol=1e-6)
+    other = FLOPsEstimator if not isinstance(est, FLOPsEstimator) else ScratchMLPEstimator
+    with pytest.raises(CheckpointError, match=f"not a {other.__name__}"):
+        other.load(tmp_path / "fitted.safetensors")
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_bad_input_is_named(name, estimators, fbnet):
+    archs, ms, new = _task(name, fbnet)
+    est = sklearn_base.clone(estimators[name])
+    with pytest.raises(NotFittedError):
+        est.predict(new)
+    bad = np.array(ms, dtype=np.float64)
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match=r"\[3\] = nan"):
+        est.fit(archs, bad)
+    with pytest.raises(ValueError, match=r"has 20 entries but latencies_ms has 19|has 40 entries but latencies_ms has 39"):
+        est.fit(archs, ms[:-1])
+    wrong = np.array(archs, copy=True)
+    wrong[0, 0] = 99
+    with pytest.raises(ValueError, match="index 99 at position 0"):
+        est.fit(wrong, ms)
+
+
+def test_clone_of_the_shipped_model_fits_exactly_like_it(nb201):
+    """The issue's example: ``clone(HELPEstimator.pretrained("nasbench201"))`` then fit on the same measurements."""
+    shipped = HELPEstimator.pretrained("nasbench201")
+    twin = sklearn_base.clone(shipped)
+    lat = nb201.latency("gold_6226")
+    rows = np.concatenate([nb201.reference_rows, np.arange(10)])
+    a = shipped.fit(nb201.archs[rows], lat[rows]).predict(nb201.archs[100:600])
+    b = twin.fit(nb201.archs[rows], lat[rows]).predict(nb201.archs[100:600])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_space_settings_survive_a_checkpoint(fbnet, tmp_path):
+    """An estimator on FBNet(resolution=64) reloads on FBNet(resolution=64), predicting exactly the same."""
+    with torch_threads(1):
+        est = HELPEstimator.meta_train(FBNet(resolution=64), fbnet, POOL, steps=50, ensemble=1, hidden=32)
+        archs, ms, new = _fbnet_task(fbnet)
+        est.fit(archs, ms)
+    est.save(tmp_path / "r64.safetensors")
+    back = HELPEstimator.load(tmp_path / "r64.safetensors")
+    assert back.space == FBNet(resolution=64) and back.space.resolution == 64
+    np.testing.assert_array_equal(back.predict(new), est.predict(new))
+    default = FBNet()
+    assert back.space != default and not np.allclose(back.space.cost_features(new), default.cost_features(new))
+
+
+def test_old_checkpoint_format_still_loads(tmp_path, nb201):
+    """Checkpoints of help-plugin 0.1 (format help-plugin/1, no constructor parameters) load and predict."""
+    from safetensors.torch import load_file, save_file
+
+    est = HELPEstimator.pretrained("nasbench201")
+    lat = nb201.latency("pixel2")
+    est.adapt(lat[nb201.reference_rows], nb201.archs[:10], lat[:10])
+    est.save(tmp_path / "new.safetensors")
+    tensors = load_file(str(tmp_path / "new.safetensors"))
+    learner_meta, _ = est.meta_model.state()
+    old_meta = {"kind": "HELPEstimator", "space": "nasbench201", "method": "help+", "device": "pixel2",
+                "learner": {k: learner_meta[k] for k in ("config", "pool_devices", "n_nets")},
+                "train_devices": learner_meta["train_devices"], "valid_devices": learner_meta["valid_devices"],
+                "meta_train_seconds": 1.0, "adapted": True, "n_measurements": 20}
+    tensors["reference_indices"] = tensors.pop("learner.reference_indices")
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"format": "help-plugin/1",
+                                                                     "meta": json.dumps(old_meta)})
+    old = HELPEstimator.load(tmp_path / "old.safetensors")
+    assert old.device == "pixel2" and old.n_measurements == 20
+    np.testing.assert_array_equal(old.predict(nb201.archs[:300]), est.predict(nb201.archs[:300]))
+    save_file(tensors, str(tmp_path / "broken.safetensors"), metadata={"format": "help-plugin/1", "meta": "{}"})
+    with pytest.raises(CheckpointError, match="not a HELPEstimator"):
+        HELPEstimator.load(tmp_path / "broken.safetensors")
