@@ -79,6 +79,34 @@ def test_onnxruntime_backend_times_the_same_networks():
     with pytest.raises(ValueError, match="unknown backend 'tvm'"):
         local_device("nasbench201", backend="tvm")
 
+def test_openvino_backend_times_nasbench201_on_this_cpu(tmp_path, capsys):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    import json
+
+    from help_plugin.cli import main
+    from help_plugin.measure import OpenVinoDevice
+
+    archs = ["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+             "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"]
+    dev = local_device("nasbench201", "openvino", passes=3, runs=2, warmup=1)
+    assert isinstance(dev, OpenVinoDevice)
+    m = dev.measure(archs)
+    assert m.per_pass_ms.shape == (3, 2) and np.isfinite(m.per_pass_ms).all()
+    assert m.latency_ms[1] > m.latency_ms[0] > 0  # 9 3x3 convs per cell cost more than nothing
+    ids = {dev.device_id, TorchEagerDevice("nasbench201").device_id, OnnxRuntimeDevice("nasbench201").device_id,
+           OpenVinoDevice("nasbench201", precision="bf16").device_id, OpenVinoDevice("nasbench201", threads=2).device_id}
+    assert len(ids) == 5 and dev.device_id.startswith("local-cpu-ov-t1-b1-")
+    with pytest.raises(ValueError, match="unknown precision 'int4'"):
+        OpenVinoDevice("nasbench201", precision="int4")
+    with pytest.raises(ValueError, match="openvino backend has no setting 'dtype'"):
+        local_device("nasbench201", "openvino", dtype="float16")
+    capsys.readouterr()
+    assert main(["measure", "--random", "1", "--backend", "openvino", "--passes", "1", "--store",
+                 str(tmp_path / "m.sqlite"), "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["device"] == dev.device_id and out["measured"] == 1
+
 def test_dtype_and_torch_device_are_part_of_the_device():
     archs = ["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
              "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"]

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 from .common import emit, measurable_spaces, non_negative_int, positive_int, read_archs
 
+#: Backend-specific options: option -> the backend it applies to.
+BACKEND_OPTIONS = {"torch_device": "torch", "dtype": "torch", "precision": "openvino"}
+
 
 def add_parser(sub, common):
     from ..measure.base import available_backends
+    from ..measure.openvino import PRECISIONS
     from ..measure.torch_eager import DTYPES
 
     p = sub.add_parser("measure", parents=[common["store"], common["timing"], common["quiet"]],
@@ -22,9 +26,11 @@ def add_parser(sub, common):
     p.add_argument("--batch-size", type=positive_int, default=1)
     p.add_argument("--passes", type=positive_int, default=5, help="interleaved timing passes (default 5)")
     p.add_argument("--backend", choices=available_backends(), default="torch",
-                   help="torch: PyTorch eager; onnxruntime: ONNX Runtime on the CPU (pip install 'help-plugin[onnx]')")
+                   help="torch: PyTorch eager; onnxruntime: ONNX Runtime on the CPU (pip install 'help-plugin[onnx]'); "
+                        "openvino: OpenVINO on the CPU (pip install 'help-plugin[openvino]')")
     p.add_argument("--torch-device", help="torch backend: cpu (default), cuda or cuda:N")
     p.add_argument("--dtype", choices=DTYPES, help="torch backend: weights and inputs (default float32)")
+    p.add_argument("--precision", choices=PRECISIONS, help="openvino backend: inference precision hint (default f32)")
     p.add_argument("--export", help="also write this device's measurements as a tidy CSV")
     p.set_defaults(run=run)
 
@@ -38,10 +44,10 @@ def run(args) -> int:
     space = get_space(args.space)
     archs = read_archs(args.archs) if args.archs else space.sample(args.random, args.seed)
     options = {"threads": args.threads, "batch_size": args.batch_size, "passes": args.passes, "seed": args.seed}
-    backend_options = {k: v for k, v in (("torch_device", args.torch_device), ("dtype", args.dtype)) if v is not None}
-    if backend_options and args.backend != "torch":
-        raise ValueError(f"--{'/--'.join(k.replace('_', '-') for k in backend_options)} apply to the torch backend, "
-                         f"not {args.backend!r}")
+    backend_options = {k: getattr(args, k) for k in BACKEND_OPTIONS if getattr(args, k) is not None}
+    for k in backend_options:
+        if BACKEND_OPTIONS[k] != args.backend:
+            raise ValueError(f"--{k.replace('_', '-')} applies to the {BACKEND_OPTIONS[k]} backend, not {args.backend!r}")
     device = local_device(space, args.backend, **options, **backend_options)
     store = MeasurementStore(args.store)
     ms, info = measure_archs(device, archs, store, progress=not args.quiet)
@@ -52,3 +58,4 @@ def run(args) -> int:
         summary["exported_rows"] = store.export_csv(args.export, space=space.name, device_id=device.device_id)
     emit(summary, None)
     return 0
+
