@@ -21,7 +21,7 @@ import numpy as np
 
 from ..data import DeviceSplit, LatencyDataset, get_split, load_help_data
 from ..predictors import BASELINES, METHODS, HELPEstimator, LatencyEstimator
-from .metrics import metrics
+from .metrics import data_ceiling, metrics
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,26 @@ def throughput(est: LatencyEstimator, n: int = 100_000, repeats: int = 3, seed: 
     return float(n / np.median(times))
 
 
+#: What each run row reports, summarised per device and as the mean over devices.
+METRICS = ("spearman", "kendall", "mape", "within_10pct", "mape_above_floor", "ceiling", "share_of_ceiling")
+
+
+#: One-hot encodings up to this width also get their pairwise products in the ceiling's features.
+PAIRWISE_MAX_WIDTH = 64
+
+
+def _ceiling_features(data: LatencyDataset, rows: np.ndarray) -> list[np.ndarray]:
+    """The feature sets of :func:`data_ceiling` for ``rows``: the space's one-hot encoding with the log analytic
+    costs, and for small spaces the same plus the one-hot's pairwise products (NAS-Bench-201's cells interact)."""
+    idx = data.archs[rows]
+    onehot = data.space.one_hot(idx)
+    additive = np.concatenate([onehot, np.log1p(data.space.cost_features(idx))], axis=1)
+    if onehot.shape[1] > PAIRWISE_MAX_WIDTH:
+        return [additive]
+    i, j = np.triu_indices(onehot.shape[1], k=1)
+    return [additive, np.concatenate([additive, onehot[:, i] * onehot[:, j]], axis=1)]
+
+
 @dataclass
 class BenchmarkResult:
     split: str
@@ -107,7 +127,7 @@ class BenchmarkResult:
                 per = {}
                 for dev in self.test_devices + ["mean"]:
                     per[dev] = {}
-                    for m in ("spearman", "kendall", "mape"):
+                    for m in METRICS:
                         if dev == "mean":  # mean over devices within a seed, then over seeds
                             vals = [np.mean([r[m] for r in rows if r["seed"] == s]) for s in self.seeds]
                         else:
@@ -126,21 +146,28 @@ class BenchmarkResult:
                 "seeds": self.seeds, "test_devices": self.test_devices, "machine": platform.platform(),
                 "summary": self.summary(), "runs": self.runs, "costs": self.costs}
 
+    def ceilings(self) -> dict[str, float]:
+        """Per test device, its data ceiling (mean over seeds; see :func:`~help_plugin.evaluation.metrics.data_ceiling`)."""
+        return {dev: float(np.mean([r["ceiling"] for r in self.runs if r["device"] == dev])) for dev in self.test_devices}
+
     def table(self) -> str:
-        """A Markdown table: per method and shots, Spearman per device and mean, plus costs."""
+        """A Markdown table: per method and shots, Spearman per device and mean, accuracy metrics and costs."""
         s = self.summary()
-        head = (["method", "shots", "meas."] + self.test_devices + ["mean rho", "tau", "MAPE %",
-                 "meta-train s", "adapt ms", "archs/s"])
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        ceil = self.ceilings()
+        head = (["method", "shots", "meas."] + self.test_devices + ["mean rho", "share of ceiling", "tau",
+                 "+-10 % acc", "MAPE %", "MAPE>p10 %", "meta-train s", "adapt ms", "archs/s"])
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+                 "| data ceiling | | | " + " | ".join(f"{ceil[d]:.3f}" for d in self.test_devices)
+                 + f" | {np.mean(list(ceil.values())):.3f} | 100 % |" + " |" * 7]
         for method, per_k in s.items():
             for k in [k for k in per_k if isinstance(k, int)]:
-                p = per_k[k]
+                p, m = per_k[k], per_k[k]["mean"]
                 cells = [method, str(k), str(p["measurements"])]
                 cells += [f"{p[d]['spearman'][0]:.3f}" for d in self.test_devices]
-                cells += [f"{p['mean']['spearman'][0]:.3f} ± {p['mean']['spearman'][1]:.3f}",
-                          f"{p['mean']['kendall'][0]:.3f}", f"{p['mean']['mape'][0]:.1f}",
-                          f"{per_k['meta_train_seconds']:.1f}", f"{p['adapt_seconds'] * 1e3:.1f}",
-                          f"{per_k['throughput_archs_per_s']:,.0f}"]
+                cells += [f"{m['spearman'][0]:.3f} ± {m['spearman'][1]:.3f}", f"{100 * m['share_of_ceiling'][0]:.1f} %",
+                          f"{m['kendall'][0]:.3f}", f"{m['within_10pct'][0]:.1f}", f"{m['mape'][0]:.1f}",
+                          f"{m['mape_above_floor'][0]:.1f}", f"{per_k['meta_train_seconds']:.1f}",
+                          f"{p['adapt_seconds'] * 1e3:.1f}", f"{per_k['throughput_archs_per_s']:,.0f}"]
                 lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -161,6 +188,11 @@ def run_benchmark(split: str | DeviceSplit, methods: Sequence[str] = ("help+",),
     ref = data.reference_rows
     for seed in seeds:
         meta_rows, eval_rows = arch_split(data, seed, meta_fraction)
+        ceilings = {}
+        for dev in split.test:  # the device's own data: half of its evaluation archs fit, half scored
+            lat = data.latency(dev)
+            ok = eval_rows[np.isfinite(lat[eval_rows])]
+            ceilings[dev] = data_ceiling(_ceiling_features(data, ok), lat[ok], seed)
         for method in methods:
             name, options = parse_method_spec(method)
             est = factories[name](split.space, **options)
@@ -188,7 +220,8 @@ def run_benchmark(split: str | DeviceSplit, methods: Sequence[str] = ("help+",),
                     pred = est.predict(data.archs[scored])
                     row = {"method": method, "seed": seed, "device": dev, "shots": k,
                            "measurements": est.n_measurements, "adapt_seconds": adapt_seconds,
-                           "n_scored": int(len(scored)), **metrics(pred, lat[scored])}
+                           "n_scored": int(len(scored)), **metrics(pred, lat[scored]), "ceiling": ceilings[dev]}
+                    row["share_of_ceiling"] = row["spearman"] / row["ceiling"]
                     result.runs.append(row)
                     log.info("%s seed %d %s K=%d: rho %.4f", method, seed, dev, k, row["spearman"])
             result.costs.append({"method": method, "seed": seed, "meta_train_seconds": meta_seconds,
