@@ -5,6 +5,7 @@
   (``"torch"``, CPU or CUDA), :class:`OnnxRuntimeDevice` (``"onnxruntime"``), :class:`OpenVinoDevice`
   (``"openvino"``), each registered with :func:`register_backend` and timed by the interleaved
   harness of :class:`LocalDevice`.
+* A device you can only hand files to: :func:`export_archs` (ONNX files + manifest), :func:`read_manifest`.
 * :class:`CallableDevice`: any ``measure_fn(arch) -> ms``.
 * :class:`MeasurementStore` and :func:`measure_archs`: nothing is measured twice, nothing is lost.
 """
@@ -19,6 +20,7 @@ from .base import (
 )
 from .callable import CallableDevice
 from .heap import set_steady_heap
+from .export import export_archs, read_manifest
 from .onnxruntime import OnnxRuntimeDevice
 from .openvino import OpenVinoDevice
 from .store import MeasurementStore, StoreError, default_store_path, measure_archs
@@ -26,4 +28,5 @@ from .torch_eager import TorchEagerDevice
 
 __all__ = ["Device", "LocalDevice", "Measurements", "BACKENDS", "available_backends", "local_device",
            "register_backend", "TorchEagerDevice", "OnnxRuntimeDevice", "OpenVinoDevice", "CallableDevice",
-           "set_steady_heap", "MeasurementStore", "StoreError", "default_store_path", "measure_archs"]
+           "set_steady_heap", "MeasurementStore", "StoreError", "default_store_path", "measure_archs", "export_archs",
+           "read_manifest"]
