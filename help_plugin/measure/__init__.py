@@ -6,6 +6,7 @@
   (``"openvino"``), each registered with :func:`register_backend` and timed by the interleaved
   harness of :class:`LocalDevice`.
 * A device you can only hand files to: :func:`export_archs` (ONNX files + manifest), :func:`read_manifest`.
+* Many devices and hosts: :class:`RayFarm` (:mod:`help_plugin.measure.farm`, needs ``help-plugin[farm]``).
 * :class:`CallableDevice`: any ``measure_fn(arch) -> ms``.
 * :class:`MeasurementStore` and :func:`measure_archs`: nothing is measured twice, nothing is lost.
 """
@@ -21,6 +22,7 @@ from .base import (
 from .callable import CallableDevice
 from .heap import set_steady_heap
 from .export import export_archs, read_manifest
+from .farm import FarmError, RayFarm
 from .onnxruntime import OnnxRuntimeDevice
 from .openvino import OpenVinoDevice
 from .store import MeasurementStore, StoreError, default_store_path, measure_archs
@@ -29,4 +31,4 @@ from .torch_eager import TorchEagerDevice
 __all__ = ["Device", "LocalDevice", "Measurements", "BACKENDS", "available_backends", "local_device",
            "register_backend", "TorchEagerDevice", "OnnxRuntimeDevice", "OpenVinoDevice", "CallableDevice",
            "set_steady_heap", "MeasurementStore", "StoreError", "default_store_path", "measure_archs", "export_archs",
-           "read_manifest"]
+           "read_manifest", "RayFarm", "FarmError"]
