@@ -1,6 +1,7 @@
 """A device you can only hand files to: export ONNX files + manifest, time them with "the device's tool"
 (ONNX Runtime here), fill the manifest, adapt, score the holdout."""
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+from help_plugin.cli import main  # noqa: E402
 from help_plugin.measure.export import MANIFEST_COLUMNS, export_archs, export_network, read_manifest  # noqa: E402
 from help_plugin.spaces import get_space  # noqa: E402
 
@@ -132,18 +134,57 @@ def test_blank_or_bad_latencies_are_errors_naming_file_and_line(nb201_export, tm
         r["latency_ms"] = "1.5"
     rows[11]["latency_ms"] = ""
     write_rows(tmp_path / "m.csv", rows)
-    with pytest.raises(ValueError, match=r"line 13 of .*m.csv: latency_ms of shot 'shot_01.onnx' is blank"):
+    with pytest.raises(ValueError, match=r"m.csv, line 13: latency_ms of shot 'shot_01.onnx' is blank"):
         read_manifest(tmp_path / "m.csv")
     rows[11]["latency_ms"] = "fast"
     write_rows(tmp_path / "m.csv", rows)
-    with pytest.raises(ValueError, match=r"line 13 of .*m.csv: latency_ms 'fast' is not a number"):
+    with pytest.raises(ValueError, match=r"m.csv, line 13: latency_ms 'fast' is not a number"):
         read_manifest(tmp_path / "m.csv")
     rows[11]["latency_ms"] = "-2"
     write_rows(tmp_path / "m.csv", rows)
-    with pytest.raises(ValueError, match=r"line 13 of .*m.csv.*not a finite positive latency"):
+    with pytest.raises(ValueError, match=r"m.csv, line 13: latency_ms = '-2' is not a finite positive latency"):
         read_manifest(tmp_path / "m.csv")
     rows[11]["latency_ms"], rows[20]["latency_ms"] = "2.5", ""  # a blank holdout is fine: no score for it
     write_rows(tmp_path / "m.csv", rows)
     adapt, holdout = read_manifest(tmp_path / "m.csv")
     assert len(adapt) == 12 and list(adapt.reference_rows) == list(range(10)) and adapt.devices == ("ort-as-device",)
     assert len(holdout) == 10 and np.isnan(holdout.latency_ms[:, 0]).sum() == 1
+
+
+def test_export_time_fill_adapt_round_trip(nb201_export, tmp_path, capsys):
+    """The whole path of a device you can only hand files to, with ONNX Runtime as the device's own tool."""
+    from help_plugin import HELPEstimator
+    from help_plugin.evaluation.metrics import spearman
+
+    out, manifest = nb201_export
+    rows = rows_of(manifest)
+    ms = time_like_a_device_tool(out, rows)
+    for r, v in zip(rows, ms):
+        r["latency_ms"] = f"{v:.4f}"
+    rows[-1]["latency_ms"] = ""  # one held-out file not timed: no score for it, no error
+    filled = tmp_path / "manifest.csv"
+    write_rows(filled, rows)
+    capsys.readouterr()
+    model = tmp_path / "ort.safetensors"
+    assert main(["adapt", "--measurements", str(filled), "--out", str(model)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["device"] == "ort-as-device" and report["space"] == "nasbench201" and report["measurements"] == 12
+    hold = report["holdout"]
+    assert hold["archs"] == 10 and hold["timed"] == 9
+    assert set(hold) >= {"spearman", "kendall", "mape", "within_10pct", "plot"}
+    est = HELPEstimator.load(model)  # the printed score is the saved model's on the timed holdout files
+    pred = est.predict([r["arch"] for r in rows[12:21]])
+    assert hold["spearman"] == pytest.approx(spearman(pred, ms[12:21]), abs=1e-3)
+    assert hold["mape"] == pytest.approx(float(np.mean(np.abs(pred - ms[12:21]) / ms[12:21]) * 100), abs=0.01)
+    assert 0 <= hold["within_10pct"] <= 100 and hold["spearman"] > 0.5  # ranks the held-out files sensibly
+    assert (tmp_path / "ort.holdout.png").stat().st_size > 0 and hold["plot"].endswith("ort.holdout.png")
+    # an unfilled shot is an error naming file and line, in one line on stderr
+    rows[10]["latency_ms"] = ""
+    write_rows(filled, rows)
+    assert main(["adapt", "--measurements", str(filled), "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert f"{filled}, line 12: latency_ms of shot 'shot_00.onnx' is blank" in err and "Traceback" not in err
+    rows[10]["latency_ms"] = f"{ms[10]:.4f}"
+    write_rows(filled, rows)
+    assert main(["adapt", "--measurements", str(filled), "--device", "other", "--out", str(model)]) == 2
+    assert "manifest of device 'ort-as-device', not 'other'" in capsys.readouterr().err

@@ -203,7 +203,6 @@ def read_manifest(path: str | Path):
     """
     from ..data import LatencyDataset
     from ..spaces import get_space
-    from ..validation import check_latencies
 
     path = Path(path)
     with open(path, newline="", encoding="utf-8-sig") as f:
@@ -224,7 +223,7 @@ def read_manifest(path: str | Path):
     device = devices.pop()
     parts: dict[str, tuple[list, list]] = {role: ([], []) for role in ROLES}
     for line, r in rows:
-        where = f"line {line} of {path}"
+        where = f"{path}, line {line}"
         role = r["role"]
         if role not in ROLES:
             raise ValueError(f"{where}: unknown role {role!r}; expected one of {ROLES}")
@@ -242,8 +241,9 @@ def read_manifest(path: str | Path):
             try:
                 ms = float(text)
             except ValueError:
-                raise ValueError(f"{where}: latency_ms {text!r} is not a number (ms)") from None
-            ms = float(check_latencies([ms], f"latency_ms on {where}")[0])
+                raise ValueError(f"{where}: latency_ms {text!r} is not a number") from None
+            if not np.isfinite(ms) or ms <= 0:
+                raise ValueError(f"{where}: latency_ms = {text!r} is not a finite positive latency in ms")
         parts[role][0].append(arch)
         parts[role][1].append(ms)
     if not parts["reference"][0]:
@@ -258,6 +258,54 @@ def read_manifest(path: str | Path):
     adapt = dataset(("reference", "shot"))
     adapt.reference_rows = np.arange(len(parts["reference"][0]))
     return adapt, dataset(("holdout",))
+
+
+def adapt_from_manifest(path: str | Path, estimator=None, plot: str | Path | None = None, device: str | None = None):
+    """Adapt a model to the device of a filled manifest; score it on the timed holdout rows.
+
+    Args:
+        path: the manifest (``manifest.csv`` of :func:`export_archs`, ``latency_ms`` filled in).
+        estimator: the :class:`~help_plugin.predictors.HELPEstimator` to adapt (default: the shipped
+            model of the manifest's space); the manifest must hold its reference architectures.
+        plot: where to write the predicted-vs-measured PNG of the holdout (skipped without matplotlib).
+        device: the device the manifest must be for (default: whichever it names).
+    Returns:
+        ``(estimator, report)``: the adapted estimator and a dict with ``space``, ``device``,
+        ``measurements``, ``adapt_seconds`` and ``holdout``: ``archs``, ``timed`` and, with two or more
+        timed, ``spearman``, ``kendall``, ``mape`` (%) and ``within_10pct`` (% of archs predicted within
+        +/-10 %), and ``plot``.
+    """
+    from ..evaluation.metrics import metrics
+    from ..predictors import HELPEstimator
+
+    adapt, holdout = read_manifest(path)
+    est = estimator if estimator is not None else HELPEstimator.pretrained(adapt.space.name)
+    if est.space.name != adapt.space.name:
+        raise ValueError(f"{path} is a {adapt.space.name} manifest but the model predicts {est.space.name}")
+    if device is not None and device != adapt.devices[0]:
+        raise ValueError(f"{path} is the manifest of device {adapt.devices[0]!r}, not {device!r}")
+    device = adapt.devices[0]
+    est.device = device
+    est.fit(adapt.archs, adapt.latency(device))
+    measured = holdout.latency(device)
+    timed = np.isfinite(measured)
+    score: dict[str, Any] = {"archs": len(holdout), "timed": int(timed.sum())}
+    if timed.sum() >= 2:
+        pred = est.predict(holdout.archs[timed])
+        m = metrics(pred, measured[timed])
+        score.update({k: round(float(m[k]), 4) for k in ("spearman", "kendall", "mape", "within_10pct")})
+        if plot is not None:
+            from ..evaluation.plots import predicted_vs_measured
+
+            try:
+                score["plot"] = str(predicted_vs_measured(pred, measured[timed], plot, title=f"{device} holdout"))
+            except ImportError as err:
+                log.warning("no plot: %s", err)
+                score["plot"] = None
+    report = {"space": est.space.name, "device": device, "measurements": est.n_measurements,
+              "adapt_seconds": round(est.adapt_seconds_, 4), "holdout": score}
+    log.info("adapted to %s from %s: %s", device, path, score)
+    return est, report
 
 
 def is_manifest(path: str | Path) -> bool:
