@@ -11,8 +11,9 @@ def add_parser(sub, common):
                                    "TensorRT): writes the model's reference architectures, --shots random ones and "
                                    "--holdout held-out ones as ONNX files with static input shapes, DIR/manifest.csv "
                                    "(space, arch, device, role, file, input_shape, latency_ms) and DIR/README.txt on "
-                                   "how to time them (trtexec, benchmark_app, onnxruntime_perf_test, TFLite). Fill "
-                                   "latency_ms, then: help-nas adapt --measurements DIR/manifest.csv --out M.safetensors")
+                                   "how to time them (trtexec, benchmark_app, onnxruntime_perf_test, TFLite). "
+                                   "Fill latency_ms, then: help-nas adapt --measurements DIR/manifest.csv "
+                                   "--out M.safetensors")
     p.add_argument("--space", choices=measurable_spaces(), default="nasbench201", help="space of the shipped model")
     p.add_argument("--model", help="a meta-trained model whose reference architectures to export instead")
     p.add_argument("--out", required=True, help="output folder (must not hold a manifest yet)")

@@ -69,7 +69,8 @@ def run(args) -> int:
         return _run_farm(args, space, archs, options, backend_options)
     for k in backend_options:
         if BACKEND_OPTIONS[k] != args.backend:
-            raise ValueError(f"--{k.replace('_', '-')} applies to the {BACKEND_OPTIONS[k]} backend, not {args.backend!r}")
+            raise ValueError(f"--{k.replace('_', '-')} applies to the {BACKEND_OPTIONS[k]} backend, "
+                             f"not {args.backend!r}")
     device = local_device(space, args.backend, **options, **backend_options)
     store = MeasurementStore(args.store)
     ms, info = measure_archs(device, archs, store, progress=not args.quiet)
@@ -101,7 +102,8 @@ def _run_farm(args, space, archs, options, backend_options) -> int:
                          **{k: v for k, v in backend_options.items() if BACKEND_OPTIONS[k] == backend}}
     for k in backend_options:
         if all(spec["backend"] != BACKEND_OPTIONS[k] for spec in devices.values()):
-            raise ValueError(f"--{k.replace('_', '-')} applies to the {BACKEND_OPTIONS[k]} backend, which no device uses")
+            raise ValueError(f"--{k.replace('_', '-')} applies to the {BACKEND_OPTIONS[k]} backend, "
+                             f"which no device uses")
     if not devices:
         raise ValueError("--device names no device")
     store = MeasurementStore(args.store)

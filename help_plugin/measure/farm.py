@@ -218,7 +218,7 @@ class RayFarm:
             archs: any form the space accepts, or indices ``[n, arch_length]``.
             devices: a device name, a list of names (all timed with ``backend`` and ``settings``), or a
                 mapping name -> ``{"backend": ..., **settings}`` for devices timed differently.
-            store: the driver's measurement store (``None``: an in-memory one, nothing kept).
+            store: the driver's measurement store (``None``: nothing is kept or looked up).
             backend, settings: the local backend each host runs and its settings (``threads``,
                 ``batch_size``, ``passes``, ...; see :func:`~help_plugin.measure.local_device`).
             on_chunk: called on the driver after each committed chunk with a :class:`ChunkDone`.
@@ -251,7 +251,6 @@ class RayFarm:
             raise FarmError(f"no host in the Ray cluster advertises device {absent[0]!r} (resource "
                             f"{resource(absent[0])!r}); advertised: {sorted(available) or 'none'}. Start one with: "
                             f"ray start --address=HEAD:6379 --resources='{{\"{resource(absent[0])}\": 1}}'")
-        store = store if store is not None else MeasurementStore(":memory:")
         remote = _remote_host()
         starting: dict[Any, tuple[str, _Host]] = {}  # describe() ref -> host being started
         inflight: dict[Any, tuple[str, _Host, _Chunk]] = {}  # measure() ref -> chunk on a host
@@ -310,7 +309,8 @@ class RayFarm:
             if run.device_id is None:
                 run.local_id, run.store_settings = local_id, info["settings"]
                 run.device_id = f"{run.name}/{local_id}"
-                run.known = store.get(run.device_id, sp.name, list(first), run.store_settings)
+                if store is not None:
+                    run.known = store.get(run.device_id, sp.name, list(first), run.store_settings)
                 todo = [i for k, i in first.items() if k not in run.known]
                 run.info.update(device=run.device_id, settings=run.store_settings, cached=len(first) - len(todo))
                 run.queue.extend(_Chunk(todo[s:s + self.chunk_size]) for s in range(0, len(todo), self.chunk_size))
@@ -401,7 +401,8 @@ class RayFarm:
                 lat = check_latencies(lat, f"latencies of {chunk_keys[0]!r} and {len(chunk_keys) - 1} more from "
                                            f"device {name!r}")
                 spread = np.ptp(per_pass, axis=0) if per_pass.shape[0] > 1 else None
-                store.add(run.device_id, sp.name, chunk_keys, lat, run.store_settings, spread, retest)
+                if store is not None:
+                    store.add(run.device_id, sp.name, chunk_keys, lat, run.store_settings, spread, retest)
                 run.known.update(zip(chunk_keys, map(float, lat)))
                 run.info["measured"] += len(chunk_keys)
                 if np.isfinite(retest):

@@ -80,5 +80,5 @@ class OpenVinoDevice(LocalDevice):
         feed = [t.numpy() for t in inputs]
         return lambda: request.infer(feed)
 
-    def __getstate__(self):  # the OpenVINO core is process-local (a device travels to farm hosts)
+    def __getstate__(self):  # the OpenVINO core is process-local: a copy or a pickle makes its own
         return {**self.__dict__, "_core": None}
