@@ -66,18 +66,48 @@ def test_callable_device_timeout():
     with pytest.raises(RuntimeError, match="longer than 0.2 s"):
         dev.measure(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"])
 
-def test_onnxruntime_backend_times_the_same_networks():
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    archs = ["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
-             "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"]
-    dev = local_device("nasbench201", "onnxruntime", passes=2, runs=2, warmup=1)
-    assert isinstance(dev, OnnxRuntimeDevice)
-    m = dev.measure(archs)
-    assert dev.device_id.startswith("local-cpu-ort-t1-b1-") and dev.device_id != TorchEagerDevice("nasbench201").device_id
+#: No op at all, and a 3x3 convolution on every edge: the second costs more on any device.
+EMPTY_AND_ALL_CONV3 = ["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+                       "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"]
+
+
+def backend_times_the_bigger_network_slower(backend: str, cls, id_prefix: str, passes: int = 2):
+    """A registered backend on this CPU: the right class, its own device id, the bigger network slower."""
+    for module in {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "onnx")}.get(backend, ()):
+        pytest.importorskip(module)
+    dev = local_device("nasbench201", backend, passes=passes, runs=2, warmup=1)
+    assert isinstance(dev, cls)
+    m = dev.measure(EMPTY_AND_ALL_CONV3)
+    assert m.per_pass_ms.shape == (passes, 2) and np.isfinite(m.per_pass_ms).all()
     assert m.latency_ms[1] > m.latency_ms[0] > 0
+    assert dev.device_id.startswith(id_prefix) and dev.device_id != TorchEagerDevice("nasbench201").device_id
+    return dev
+
+
+def test_onnxruntime_backend_times_the_same_networks():
+    backend_times_the_bigger_network_slower("onnxruntime", OnnxRuntimeDevice, "local-cpu-ort-t1-b1-")
     with pytest.raises(ValueError, match="unknown backend 'tvm'"):
         local_device("nasbench201", backend="tvm")
+
+def test_openvino_backend_times_nasbench201_on_this_cpu(tmp_path, capsys):
+    import json
+
+    from help_plugin.cli import main
+    from help_plugin.measure import OpenVinoDevice
+
+    dev = backend_times_the_bigger_network_slower("openvino", OpenVinoDevice, "local-cpu-ov-t1-b1-", passes=3)
+    ids = {dev.device_id, TorchEagerDevice("nasbench201").device_id, OnnxRuntimeDevice("nasbench201").device_id,
+           OpenVinoDevice("nasbench201", precision="bf16").device_id, OpenVinoDevice("nasbench201", threads=2).device_id}
+    assert len(ids) == 5
+    with pytest.raises(ValueError, match="unknown precision 'int4'"):
+        OpenVinoDevice("nasbench201", precision="int4")
+    with pytest.raises(ValueError, match="openvino backend has no setting 'dtype'"):
+        local_device("nasbench201", "openvino", dtype="float16")
+    capsys.readouterr()
+    assert main(["measure", "--random", "1", "--backend", "openvino", "--passes", "1", "--store",
+                 str(tmp_path / "m.sqlite"), "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["device"] == dev.device_id and out["measured"] == 1
 
 def test_dtype_and_torch_device_are_part_of_the_device():
     archs = ["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",

@@ -10,10 +10,10 @@ import argparse
 import logging
 import sys
 
-from . import adapt, benchmark, demo, measure, meta_train, predict, references, search
+from . import adapt, benchmark, demo, export, measure, meta_train, predict, references, search
 from .common import parents
 
-COMMANDS = (demo, measure, search, references, meta_train, adapt, predict, benchmark)
+COMMANDS = (demo, measure, export, search, references, meta_train, adapt, predict, benchmark)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,12 +9,14 @@ def add_parser(sub, common):
                        help="adapt a model to a device from its measurements and save it",
                        description="Reads a tidy CSV/Parquet (space, arch, device, latency_ms) that contains the "
                                    "reference architectures (see 'help-nas references') and any further samples; "
+                                   "or a filled manifest of 'help-nas export' (its device; held-out rows are scored); "
                                    "or, with --device local-cpu, measures them on this machine through the store.")
     p.add_argument("--space", choices=spaces(), default="nasbench201", help="space of the shipped model")
     p.add_argument("--model", help="a meta-trained model instead of the shipped one")
     p.add_argument("--measurements", help="tidy table of the device's measurements (omit with --device local-cpu)")
-    p.add_argument("--device", required=True,
-                   help="device name in the table, or local-cpu to measure this machine (reference archs + --shots)")
+    p.add_argument("--device",
+                   help="device name in the table (a manifest's by default), or local-cpu to measure this machine "
+                        "(reference archs + --shots)")
     p.add_argument("--shots", type=non_negative_int, default=10,
                    help="local-cpu: random archs measured besides the references")
     p.add_argument("--out", required=True, help="output .safetensors path of the adapted estimator")
@@ -25,8 +27,13 @@ def run(args) -> int:
     import numpy as np
 
     from ..data import load_measurements
+    from ..measure.export import is_manifest
     from .common import load_estimator
 
+    if args.measurements is not None and is_manifest(args.measurements):
+        return _adapt_manifest(args)
+    if args.device is None:
+        raise ValueError("--device is required: the device's name in the table, or local-cpu to measure this machine")
     if args.measurements is None:
         if args.device != "local-cpu":
             raise ValueError(f"--measurements is required for device {args.device!r} (only local-cpu is measured here)")
@@ -49,4 +56,18 @@ def run(args) -> int:
     est.save(args.out)
     emit({"space": est.space.name, "device": args.device, "measurements": est.n_measurements,
           "adapt_seconds": round(est.adapt_seconds_, 4), "model": args.out}, None)
+    return 0
+
+
+def _adapt_manifest(args) -> int:
+    """A filled manifest of ``help-nas export``: adapt on its reference + shot rows, score its timed holdout rows."""
+    from pathlib import Path
+
+    from ..measure.export import adapt_from_manifest
+    from .common import load_estimator
+
+    est, report = adapt_from_manifest(args.measurements, load_estimator(args.model, None) if args.model else None,
+                                      plot=Path(args.out).with_suffix(".holdout.png"), device=args.device)
+    est.save(args.out)
+    emit({**report, "model": args.out}, None)
     return 0
