@@ -185,3 +185,45 @@ def test_old_checkpoint_format_still_loads(tmp_path, nb201):
     save_file(tensors, str(tmp_path / "broken.safetensors"), metadata={"format": "help-plugin/1", "meta": "{}"})
     with pytest.raises(CheckpointError, match="not a HELPEstimator"):
         HELPEstimator.load(tmp_path / "broken.safetensors")
+
+
+#: Estimators whose predictions are not yet guaranteed positive (the lead flips this when the new head lands).
+NOT_YET_POSITIVE = {"help+": "issue 12 item 1: help+ head being changed"}
+
+
+def _steep_task(name, fbnet):
+    """The task's architectures on a device whose latency grows with the cube of the FLOPs from 0.01 ms: a straight
+    line through its samples crosses 0 ms before the smallest architectures."""
+    archs, _, _ = _task(name, fbnet)
+    space = get_space("hat") if name == "hat-mlp" else fbnet.space
+    flops = space.cost_features(archs)[:, 0]
+    return archs, 0.01 + 50 * ((flops - flops.min()) / np.ptp(flops)) ** 3, space
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=False, reason=NOT_YET_POSITIVE[n]))
+                                  if n in NOT_YET_POSITIVE else n for n in FACTORIES])
+def test_predictions_are_positive_and_finite_on_the_whole_space(name, estimators, fbnet):
+    """A latency is > 0 ms: on 20,000 random archs of the space (most far from the few fitted ones) every
+    prediction is finite and positive, so a constrained search never treats a network as free."""
+    archs, ms, space = _steep_task(name, fbnet)
+    with torch_threads(1):
+        fitted = sklearn_base.clone(estimators[name]).fit(archs, ms)
+        pred = fitted.predict(space.sample(20000, seed=12))
+    assert pred.shape == (20000,) and np.isfinite(pred).all()
+    assert (pred > 0).all(), f"{(pred <= 0).sum()} predictions <= 0 ms, the lowest {pred.min():.4g} ms"
+
+
+def test_gradient_learners_stay_positive_on_a_near_zero_latency_device(nb201):
+    """The paper's linear min-max targets extrapolate below 0 ms on raspi4 (NAS-Bench-201 latencies from 0.011 ms;
+    MAML meta-trained briefly predicted 41 of 15,625 archs <= 0 ms, down to -3.3 ms). The smooth positive floor keeps
+    every prediction > 0 and the ranking of the unfloored predictions."""
+    from scipy.stats import spearmanr
+
+    split = get_split("nasbench201")
+    with torch_threads(1):
+        est = HELPEstimator.meta_train("nasbench201", nb201, split.train, method="maml", steps=100, query=50)
+        lat = nb201.latency("raspi4")
+        est.adapt(lat[nb201.reference_rows], nb201.archs[:10], lat[:10])
+        pred = est.predict(nb201.archs)
+    assert np.isfinite(pred).all() and (pred > 0).all(), f"{(pred <= 0).sum()} predictions <= 0 ms"
+    assert spearmanr(pred, lat).correlation > 0.8

@@ -104,6 +104,25 @@ def scalar_mlp(sizes: list[int], seed: int) -> nn.Sequential:
     return nn.Sequential(*mlp(sizes), nn.Flatten(0))
 
 
+#: Scale of the smooth floor of :func:`positive_ms`, as a fraction of a device's latency scale.
+FLOOR_FRACTION = 1e-3
+
+
+def positive_ms(ms: torch.Tensor, scale_ms: float) -> torch.Tensor:
+    """Predicted ``ms`` mapped strictly increasingly onto ``(0, inf)``: ``(x + sqrt(x^2 + 4 e^2)) / 2``.
+
+    The smooth floor of the predictors that are linear in ms (whose extrapolation can cross 0 far from
+    the measured architectures), with ``e = FLOOR_FRACTION * scale_ms`` (``scale_ms``: a latency the
+    device really has, e.g. its fastest reference). Strictly increasing, so the ranking is kept; a
+    prediction ``x >= scale_ms`` moves by a relative ``(e / x)^2 <= 1e-6``; ``x <= 0`` maps into
+    ``(0, e]``. Computed without cancellation on either side of 0 and differentiable everywhere.
+    """
+    e = FLOOR_FRACTION * float(scale_ms)
+    below, above = ms.clamp(max=0), ms.clamp(min=0)
+    low = 2 * e * e / (torch.sqrt(below * below + 4 * e * e) - below)
+    return torch.where(ms < 0, low, (above + torch.sqrt(above * above + 4 * e * e)) / 2)
+
+
 class LogTarget:
     """Standardised log-latency ``z = (log ms - mean) / std`` with the given samples' moments."""
 
