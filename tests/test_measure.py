@@ -131,3 +131,56 @@ def test_steady_heap_stops_page_faults_between_sessions():
     assert "heap=steady" in out["1"][0] and "heap=steady" not in out["0"][0]
     assert max(out["1"][1][1:]) < 1000, out
     assert sum(out["0"][1]) > 10 * sum(out["1"][1]), out
+
+
+NB201_ARCHS = [f"|nor_conv_3x3~0|+|{a}~0|none~1|+|none~0|none~1|none~2|" for a in
+               ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")]
+
+
+def test_unnamed_black_boxes_never_share_results(tmp_path):
+    """Every unnamed CallableDevice has its own id; none can use a store (results are found by the name)."""
+    from help_plugin.measure import MeasurementStore, measure_archs
+
+    a, b = CallableDevice("nasbench201", lambda arch: 1.0), CallableDevice("nasbench201", lambda arch: 2.0)
+    assert a.device_id != b.device_id and a.device_id.startswith("callable-unnamed-")
+    np.testing.assert_array_equal(measure_archs(b, NB201_ARCHS[:2])[0], [2.0, 2.0])  # no store: fine
+    store = MeasurementStore(tmp_path / "m.sqlite")
+    with pytest.raises(ValueError, match="has no name: give it name="):
+        measure_archs(a, NB201_ARCHS[:2], store)
+    assert len(store) == 0
+
+
+def test_another_function_under_a_used_name_is_detected(tmp_path):
+    from help_plugin.measure import MeasurementStore, StoreError, measure_archs
+    from help_plugin.measure.callable import function_fingerprint
+
+    store = MeasurementStore(tmp_path / "m.sqlite")
+
+    def phone(arch):
+        return 3.0
+
+    def board(arch):
+        return 7.0
+
+    measure_archs(CallableDevice("nasbench201", phone, name="dev"), NB201_ARCHS[:2], store)
+    calls = []
+    resumed = CallableDevice("nasbench201", lambda arch: calls.append(arch) or 3.0, name="dev",
+                             fingerprint=function_fingerprint(phone))  # the same device, its measure_fn rewritten
+    ms, info = measure_archs(resumed, NB201_ARCHS[:3], store)
+    assert info["cached"] == 2 and len(calls) == 1
+    with pytest.raises(StoreError, match=r"holds 3 measurements of another device named 'dev' \(measured by "
+                                         r".*test_measure.*phone.*this one: .*board"):
+        measure_archs(CallableDevice("nasbench201", board, name="dev"), NB201_ARCHS[:2], store)
+    # the same function in a fresh device object resumes (the fingerprint is the function's, not the object's)
+    assert measure_archs(CallableDevice("nasbench201", phone, name="dev"), NB201_ARCHS[:3], store)[1]["cached"] == 3
+
+    class Phone:
+        def __init__(self, serial):
+            self.serial = serial
+
+        def measure(self, arch):
+            return 1.0
+
+    assert function_fingerprint(Phone("a1").measure) != function_fingerprint(Phone("b2").measure)
+    assert function_fingerprint(lambda arch, k=1: k) != function_fingerprint(lambda arch, k=2: k)
+    assert function_fingerprint(phone) == function_fingerprint(phone) != function_fingerprint(board)

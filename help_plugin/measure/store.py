@@ -24,7 +24,9 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS measurements (
     device_id TEXT NOT NULL, space TEXT NOT NULL, arch TEXT NOT NULL, settings TEXT NOT NULL,
     latency_ms REAL NOT NULL CHECK (latency_ms > 0), spread_ms REAL, retest_rho REAL, created REAL NOT NULL,
-    PRIMARY KEY (device_id, space, arch, settings))
+    PRIMARY KEY (device_id, space, arch, settings));
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, description TEXT, created REAL NOT NULL);
 """
 
 
@@ -48,7 +50,7 @@ class MeasurementStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout_s)
-            self._db.execute(_SCHEMA)
+            self._db.executescript(_SCHEMA)
             self._db.commit()
         except sqlite3.DatabaseError as err:
             raise StoreError(f"measurement store {self.path} is unusable ({err}); move it aside to start a new one") from err
@@ -83,6 +85,24 @@ class MeasurementStore:
                 self._db.executemany("INSERT OR REPLACE INTO measurements VALUES (?,?,?,?,?,?,?,?)", rows)
         except sqlite3.DatabaseError as err:
             raise StoreError(f"measurement store {self.path}: {err}") from err
+
+    def check_device(self, device_id: str, fingerprint: str, description: str = "") -> None:
+        """Record ``fingerprint`` for ``device_id`` on first use; raise :class:`StoreError` if the store already
+        holds another fingerprint for it (another device under the same name)."""
+        try:
+            with self._db:
+                self._db.execute("INSERT OR IGNORE INTO devices VALUES (?,?,?,?)",
+                                 (device_id, fingerprint, description, time.time()))
+                stored, first = self._db.execute("SELECT fingerprint, description FROM devices WHERE device_id=?",
+                                                 (device_id,)).fetchone()
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"measurement store {self.path}: {err}") from err
+        if stored != fingerprint:
+            n = self._run("SELECT COUNT(*) FROM measurements WHERE device_id=?", (device_id,)).fetchone()[0]
+            raise StoreError(
+                f"measurement store {self.path} holds {n} measurements of another device named {device_id!r} "
+                f"(measured by {first or '?'}, fingerprint {stored}; this one: {description or '?'}, fingerprint "
+                f"{fingerprint}): give this device another name, or pass fingerprint={stored!r} if it is the same device")
 
     def records(self, space: str | None = None, device_id: str | None = None) -> Iterator[dict[str, Any]]:
         sql, args = "SELECT device_id, space, arch, settings, latency_ms FROM measurements WHERE 1=1", []
@@ -121,6 +141,14 @@ def measure_archs(device, archs: Any, store: MeasurementStore | None = None, chu
     idx = space.to_indices(archs)
     keys = [space.canonical(r) for r in idx]
     settings = getattr(device, "settings", "")
+    if store is not None:
+        if not getattr(device, "persistent_id", True):
+            raise ValueError(f"{device!r} has no name: give it name= to keep its measurements in a store (they are "
+                             "stored and found under the name)")
+        fingerprint = getattr(device, "fingerprint", "")
+        if fingerprint:
+            describe = getattr(device, "describe", None)
+            store.check_device(device.device_id, fingerprint, describe() if describe else "")
     known = store.get(device.device_id, space.name, keys, settings) if store is not None else {}
     first: dict[str, int] = {}
     for i, k in enumerate(keys):
