@@ -227,3 +227,73 @@ def test_gradient_learners_stay_positive_on_a_near_zero_latency_device(nb201):
         pred = est.predict(nb201.archs)
     assert np.isfinite(pred).all() and (pred > 0).all(), f"{(pred <= 0).sum()} predictions <= 0 ms"
     assert spearmanr(pred, lat).correlation > 0.8
+
+
+def _resave(src, dst, tensors, update_manifest: bool):
+    """``tensors`` written to ``dst`` with ``src``'s header (and its tensor list rewritten to match, if asked)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        header = f.metadata()
+    meta = json.loads(header["meta"])
+    if update_manifest:
+        meta["tensors"] = {k: [str(v.dtype).replace("torch.", ""), list(v.shape)] for k, v in tensors.items()}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(dst), metadata={**header, "meta": json.dumps(meta)})
+
+
+def _grown(t):
+    """``t`` with one more entry along its last axis (a 0-d tensor becomes [2])."""
+    import torch
+
+    flat = t.reshape(1) if t.dim() == 0 else t
+    return torch.cat([flat, flat[..., :1]], dim=-1)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_tampered_or_corrupt_checkpoints_are_refused(name, estimators, fbnet, tmp_path):
+    """NaN in any weight, and a tensor of another shape or dtype, are a CheckpointError naming the file and the tensor,
+    also when the header's list of tensors was rewritten to match (then the estimator's declared shapes catch it)."""
+    from safetensors.torch import load_file
+
+    archs, ms, _ = _task(name, fbnet)
+    with torch_threads(1):
+        est = sklearn_base.clone(estimators[name]).fit(archs, ms)
+    path, bad = tmp_path / "est.safetensors", tmp_path / "bad.safetensors"
+    est.save(path)
+    tensors = load_file(str(path))
+    weight = max((k for k, v in tensors.items() if v.is_floating_point()), key=lambda k: tensors[k].numel())
+    poisoned = dict(tensors)
+    poisoned[weight] = tensors[weight].clone().reshape(-1)
+    poisoned[weight][0] = float("nan")
+    _resave(path, bad, {**poisoned, weight: poisoned[weight].reshape(tensors[weight].shape)}, update_manifest=False)
+    with pytest.raises(CheckpointError, match=rf"bad.safetensors: tensor '{weight}' holds 1 NaN/inf"):
+        LatencyEstimator.load(bad)
+    declared = est._expected_tensors({}, tensors)
+    for tensor in [k for k in tensors if declared.get(k) is not None]:
+        _resave(path, bad, {**tensors, tensor: _grown(tensors[tensor])}, update_manifest=False)
+        with pytest.raises(CheckpointError, match=rf"bad.safetensors: tensor '{tensor}' is .* the header says"):
+            LatencyEstimator.load(bad)
+        _resave(path, bad, {**tensors, tensor: _grown(tensors[tensor])}, update_manifest=True)
+        with pytest.raises(CheckpointError, match=r"bad.safetensors"):
+            LatencyEstimator.load(bad)
+    if name == "help+":  # the issue's example: the ridge head's strengths of another shape
+        assert "head.alpha" in declared
+        _resave(path, bad, {**tensors, "head.alpha": tensors["head.alpha"][:1]}, update_manifest=True)
+        with pytest.raises(CheckpointError, match=r"tensor 'head.alpha' has shape \[1\], expected \[2\]"):
+            LatencyEstimator.load(bad)
+    floating = next(k for k in sorted(tensors) if tensors[k].dtype.is_floating_point and declared.get(k) is not None)
+    other = tensors[floating].double() if tensors[floating].dtype != torch_float64() else tensors[floating].float()
+    _resave(path, bad, {**tensors, floating: other}, update_manifest=True)
+    with pytest.raises(CheckpointError, match=rf"tensor '{floating}' is float"):
+        LatencyEstimator.load(bad)
+    extra = {**tensors, "stowaway": tensors[floating].clone()}
+    _resave(path, bad, extra, update_manifest=True)
+    with pytest.raises(CheckpointError, match=r"unexpected tensor\(s\) \['stowaway'\]"):
+        LatencyEstimator.load(bad)
+
+
+def torch_float64():
+    import torch
+
+    return torch.float64

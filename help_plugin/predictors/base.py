@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, check_tensors, load_checkpoint, save_checkpoint
 from ..spaces import SearchSpace, get_space
 from ..validation import check_latencies, check_same_length
 
@@ -156,11 +156,18 @@ class LatencyEstimator(abc.ABC):
             space = get_space(space_meta["name"], **space_meta.get("params", {}))
             est = target(space=space, **meta.get("params", {}))
             est._set_state(meta, tensors)
+            est._check_state(path, meta, tensors)
         except CheckpointError:
             raise
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
             raise CheckpointError(f"{path} is an incomplete or incompatible {kind} checkpoint: {err}") from err
         return est
+
+    def _check_state(self, path, meta: dict, tensors: dict) -> None:
+        """Raise :class:`CheckpointError` unless ``tensors`` are what :meth:`_expected_tensors` declares."""
+        expected = self._expected_tensors(meta, tensors)
+        if expected is not None:
+            check_tensors(path, tensors, expected)
 
     def _get_state(self) -> tuple[dict, dict]:
         """``(JSON-able meta, tensors)`` of what ``fit``/``meta_fit`` learned (empty if nothing yet)."""
@@ -169,3 +176,9 @@ class LatencyEstimator(abc.ABC):
     def _set_state(self, meta: dict, tensors: dict) -> None:
         """Inverse of :meth:`_get_state` on a freshly constructed estimator."""
         raise NotImplementedError(f"{type(self).__name__} cannot be loaded")
+
+    def _expected_tensors(self, meta: dict, tensors: dict) -> dict | None:
+        """The tensors a checkpoint of this estimator must hold, ``name -> (shape, dtype)`` (``None``: a tensor
+        whose shape is not declared), built from the parameters, the space and ``meta`` after :meth:`_set_state`
+        (modules built from parameters give their own shapes). ``None``: nothing declared."""
+        return None

@@ -126,6 +126,9 @@ def positive_ms(ms: torch.Tensor, scale_ms: float) -> torch.Tensor:
 class LogTarget:
     """Standardised log-latency ``z = (log ms - mean) / std`` with the given samples' moments."""
 
+    #: Shape and dtype of :meth:`state` (for checkpoint validation).
+    SPEC = ((2,), torch.float64)
+
     def __init__(self, mean: float, std: float):
         self.mean, self.std = float(mean), float(std)
 
@@ -168,6 +171,11 @@ class Standardiser:
     @classmethod
     def from_state(cls, tensors: dict, prefix: str) -> "Standardiser":
         return cls(tensors[f"{prefix}mean"].numpy(), tensors[f"{prefix}std"].numpy())
+
+    @staticmethod
+    def spec(prefix: str, dim: int) -> dict:
+        """The expected ``name -> (shape, dtype)`` of :meth:`state` for ``dim`` features."""
+        return {f"{prefix}mean": ((dim,), torch.float32), f"{prefix}std": ((dim,), torch.float32)}
 
 
 def check_pool(space, data, train_devices, valid_devices, arch_rows) -> tuple[tuple[str, ...], np.ndarray]:

@@ -89,6 +89,15 @@ class ClosestDeviceEstimator(LatencyEstimator):
             tensors["log_coef_intercept"] = torch.tensor([self.coef_, self.intercept_], dtype=torch.float64)
         return meta, tensors
 
+    def _expected_tensors(self, meta, tensors):
+        spec = {}
+        if self.meta_model is not None:
+            learner = self.meta_model.expected_state(sub_state(tensors, "learner."))
+            spec.update({f"learner.{k}": v for k, v in learner.items()})
+        if self.is_fitted:
+            spec["log_coef_intercept"] = ((2,), torch.float64)
+        return spec
+
     def _set_state(self, meta, tensors) -> None:
         if "learner" in meta:
             self.meta_model = PoolBasisLearner.from_state(self.space, meta["learner"], sub_state(tensors, "learner."))
@@ -98,6 +107,9 @@ class ClosestDeviceEstimator(LatencyEstimator):
         if "log_coef_intercept" in tensors:
             self.coef_, self.intercept_ = tensors["log_coef_intercept"].tolist()
             self.closest_index_ = int(meta["closest_index"])
+            if not 0 <= self.closest_index_ < len(self.meta_model.pool_devices):
+                raise CheckpointError(f"closest_index {self.closest_index_} is not one of the "
+                                      f"{len(self.meta_model.pool_devices)} pool devices")
             self.closest_device_ = self.meta_model.pool_devices[self.closest_index_]
             self.device_rho_ = dict(meta["device_rho"])
             self.n_measurements_ = int(meta["n_measurements"])

@@ -55,6 +55,9 @@ class FLOPsEstimator(LatencyEstimator):
         return {"n_measurements": self.n_measurements_}, {
             "log_coef_intercept": torch.tensor([self.coef_, self.intercept_], dtype=torch.float64)}
 
+    def _expected_tensors(self, meta, tensors):
+        return {"log_coef_intercept": ((2,), torch.float64)} if self.is_fitted else {}
+
     def _set_state(self, meta, tensors) -> None:
         if "coef_intercept" in tensors:
             raise CheckpointError("this FLOPsEstimator was saved by an earlier help-plugin (a linear fit in ms, which "

@@ -17,6 +17,7 @@ from ...spaces.hat import (
     HEADS,
 )
 from ..base import LatencyEstimator
+from ...checkpoint import module_spec
 from ..learners.base import sub_state
 from ..training import batched, fit_regressor, positive_ms, scalar_mlp
 
@@ -118,6 +119,9 @@ class HATMLPEstimator(LatencyEstimator):
             return {}, {}
         return {"n_measurements": self.n_measurements_, "lat_norm_ms": self.lat_norm_, "min_ms": self.min_ms_}, {
             f"net.{k}": v for k, v in self.net_.state_dict().items()}
+
+    def _expected_tensors(self, meta, tensors):
+        return module_spec("net.", self.net_) if self.is_fitted else {}
 
     def _set_state(self, meta, tensors) -> None:
         if "n_measurements" in meta:

@@ -24,6 +24,7 @@ import torch
 from scipy.stats import spearmanr
 from torch.func import functional_call
 
+from ...checkpoint import module_spec
 from ...validation import check_reference_spread
 from ..nets import HardwareConditionedNet, ZModulator
 from ..training import Standardiser, positive_ms, progress_bar
@@ -214,6 +215,13 @@ class GradientMetaLearner(MetaLearner):
         if self.modulator is not None:
             tensors.update({f"z.{n}": p.detach() for n, p in self.modulator.state_dict().items()})
         return {}, tensors
+
+    def _expected_state(self):
+        spec = {**Standardiser.spec("enc_", self.space.encoding_dim), **module_spec("net.", self.net),
+                **module_spec("log_lr.", self.log_lr)}
+        if self.modulator is not None:
+            spec.update(module_spec("z.", self.modulator))
+        return spec
 
     def _from_state(self, meta, tensors) -> None:
         self._build(len(self.reference_indices))
