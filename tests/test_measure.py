@@ -184,3 +184,30 @@ def test_another_function_under_a_used_name_is_detected(tmp_path):
     assert function_fingerprint(Phone("a1").measure) != function_fingerprint(Phone("b2").measure)
     assert function_fingerprint(lambda arch, k=1: k) != function_fingerprint(lambda arch, k=2: k)
     assert function_fingerprint(phone) == function_fingerprint(phone) != function_fingerprint(board)
+
+
+@pytest.mark.parametrize("value, error, message", [
+    (True, TypeError, r"= True \(bool\) is not a number of ms"),  # was stored as 1.0 ms
+    ("7.5", TypeError, r"= '7.5' \(str\) is not a number of ms"),  # was stored as 7.5 ms
+    (None, TypeError, r"= None \(NoneType\) is not a number of ms"),
+    (float("nan"), ValueError, r"= nan is not a finite positive latency"),
+    (0, ValueError, r"= 0 is not a finite positive latency"),
+])
+def test_a_black_box_value_that_is_not_a_latency_is_refused(tmp_path, value, error, message):
+    from help_plugin.measure import MeasurementStore, measure_archs
+
+    store = MeasurementStore(tmp_path / "m.sqlite")
+    good, bad = NB201_ARCHS[0], NB201_ARCHS[1]
+    dev = CallableDevice("nasbench201", lambda arch: value if arch == bad else 2.0, name="box")
+    with pytest.raises(error, match=r"measure_fn\('" + bad.replace("|", r"\|").replace("+", r"\+") + "'\\) " + message):
+        measure_archs(dev, [good, bad], store)
+    assert store.get("box", "nasbench201", [good, bad]) == {good: 2.0}  # the measurement before it is kept
+
+
+def test_check_latencies_refuses_what_numpy_would_convert():
+    from help_plugin.validation import check_latencies
+
+    for values in ([1.0, True], ["7.5"], np.array([True, False]), np.array(["7.5"]), [None], "7.5"):
+        with pytest.raises(TypeError, match="not a number of ms|must be numbers"):
+            check_latencies(values)
+    np.testing.assert_array_equal(check_latencies(torch.tensor([1.5, 2.0])), [1.5, 2.0])

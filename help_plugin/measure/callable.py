@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..spaces import SearchSpace, get_space
-from ..validation import check_latencies
+from ..validation import check_latency
 from .base import Device, Measurements
 
 _SIMPLE = (str, bytes, int, float, bool, type(None))
@@ -154,7 +154,7 @@ class CallableDevice(Device):
                 ms = self._call(arch)
             except Exception as err:
                 raise RuntimeError(f"measure_fn failed on {key!r}: {err}") from err
-            values.append(check_latencies([ms], f"measure_fn({key!r})")[0])
+            values.append(check_latency(ms, f"measure_fn({key!r})"))
         lat = np.asarray(values)
         return Measurements(lat, lat[None, :], float("nan"), time.perf_counter() - t0)
 
