@@ -1,7 +1,7 @@
 """``help-nas adapt``: adapt a model to a device from its measurements (a table, or this machine) and save it."""
 from __future__ import annotations
 
-from .common import emit, non_negative_int, spaces
+from .common import check_output, emit, non_negative_int, spaces
 
 
 def add_parser(sub, common):
@@ -24,6 +24,8 @@ def add_parser(sub, common):
 
 
 def run(args) -> int:
+    check_output(args.out)
+
     import numpy as np
 
     from ..data import load_measurements

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger("help_plugin.cli")
@@ -76,8 +77,35 @@ def parents() -> dict[str, argparse.ArgumentParser]:
     return {"quiet": quiet, "store": store, "out": out, "timing": timing}
 
 
+def check_output(path: str | None, option: str = "--out", make_folder: bool = False, folder: bool = False) -> None:
+    """Fail now, before any long work, if ``path`` cannot be written: a directory given for a file, a folder that
+    does not exist (created instead with ``make_folder``), no permission. ``folder``: ``path`` is an output folder."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir() and not folder:
+        raise IsADirectoryError(f"{option} {path} is a directory; give a file name")
+    if p.exists() and folder and not p.is_dir():
+        raise NotADirectoryError(f"{option} {path} is a file, not a folder")
+    parent = p if folder else p.parent
+    if make_folder:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OSError(f"{option} {path}: cannot create the folder {parent} ({err.strerror or err})") from None
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{option} {path}: the folder {parent} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".help-nas-", suffix=".tmp"):
+            pass
+        if p.is_file():
+            open(p, "ab").close()
+    except OSError as err:
+        raise PermissionError(f"{option} {path}: cannot write there ({err.strerror or err})") from None
+
+
 def emit(obj, out: str | None) -> None:
-    text = json.dumps(obj, indent=1)
+    text = json.dumps(obj, indent=1, allow_nan=False)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text + "\n")

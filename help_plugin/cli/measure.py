@@ -1,7 +1,7 @@
 """``help-nas measure``: time architectures on this machine into the measurement store."""
 from __future__ import annotations
 
-from .common import emit, measurable_spaces, non_negative_int, positive_int, read_archs
+from .common import check_output, emit, measurable_spaces, non_negative_int, positive_int, read_archs
 
 
 def add_parser(sub, common):
@@ -30,6 +30,8 @@ def add_parser(sub, common):
 
 
 def run(args) -> int:
+    check_output(args.export, "--export", make_folder=True)
+
     import numpy as np
 
     from ..measure import MeasurementStore, local_device, measure_archs

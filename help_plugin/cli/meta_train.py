@@ -1,7 +1,7 @@
 """``help-nas meta-train``: meta-train a predictor on a device pool and save it."""
 from __future__ import annotations
 
-from .common import METHODS_HELP, csv_list, emit, positive_int, read_archs, spaces
+from .common import METHODS_HELP, check_output, csv_list, emit, positive_int, read_archs, spaces
 
 
 def add_parser(sub, common):
@@ -26,6 +26,8 @@ def add_parser(sub, common):
 
 
 def run(args) -> int:
+    check_output(args.out)
+
     from ..data import get_split, load_help_data, load_measurements
     from ..predictors import HELPEstimator
 

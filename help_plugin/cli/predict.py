@@ -1,7 +1,7 @@
 """``help-nas predict``: latencies (ms) of architectures with an adapted model."""
 from __future__ import annotations
 
-from .common import emit, read_archs
+from .common import check_output, emit, read_archs
 
 
 def add_parser(sub, common):
@@ -14,6 +14,8 @@ def add_parser(sub, common):
 
 
 def run(args) -> int:
+    check_output(args.out, make_folder=True)
+
     from ..predictors import LatencyEstimator
 
     est = LatencyEstimator.load(args.model)

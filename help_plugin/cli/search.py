@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .common import (
+    check_output,
     emit,
     measurable_spaces,
     non_negative_int,
@@ -35,6 +36,8 @@ def add_parser(sub, common):
 
 
 def run(args) -> int:
+    check_output(args.out, make_folder=True)
+
     from ..measure import MeasurementStore, TorchEagerDevice
     from ..measure.adapt import adapt_on_device
     from ..predictors import HELPEstimator

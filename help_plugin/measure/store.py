@@ -47,11 +47,21 @@ class MeasurementStore:
 
     def __init__(self, path: str | Path | None = None, timeout_s: float = 30.0):
         self.path = Path(path) if path else default_store_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise StoreError(f"measurement store {self.path} is a directory; give a file name (e.g. {self.path / 'm.sqlite'})")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"cannot create the folder {self.path.parent} of measurement store {self.path}: "
+                             f"{err.strerror or err}") from None
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout_s)
             self._db.executescript(_SCHEMA)
             self._db.commit()
+            self._db.execute("BEGIN IMMEDIATE")  # can we write? (an existing store may be read-only): fail now, not
+            self._db.rollback()  # after the first chunk of measurements
+        except sqlite3.OperationalError as err:
+            raise StoreError(f"measurement store {self.path} cannot be opened for writing ({err})") from err
         except sqlite3.DatabaseError as err:
             raise StoreError(f"measurement store {self.path} is unusable ({err}); move it aside to start a new one") from err
 
