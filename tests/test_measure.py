@@ -44,7 +44,7 @@ def test_store_resumes_and_never_repeats(tmp_path):
     store = MeasurementStore(tmp_path / "m.sqlite")
     archs = [f"|nor_conv_3x3~0|+|{a}~0|none~1|+|none~0|none~1|none~2|" for a in
              ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")]
-    dev = CallableDevice("nasbench201", flaky, name="board")
+    dev = CallableDevice("nasbench201", flaky, name="board", isolation="thread")  # calls counted in this process
     with pytest.raises(RuntimeError, match="usb unplugged"):
         measure_archs(dev, archs, store)
     assert len(store) == 2  # what was measured before the failure is kept
@@ -164,7 +164,7 @@ def test_another_function_under_a_used_name_is_detected(tmp_path):
 
     measure_archs(CallableDevice("nasbench201", phone, name="dev"), NB201_ARCHS[:2], store)
     calls = []
-    resumed = CallableDevice("nasbench201", lambda arch: calls.append(arch) or 3.0, name="dev",
+    resumed = CallableDevice("nasbench201", lambda arch: calls.append(arch) or 3.0, name="dev", isolation="thread",
                              fingerprint=function_fingerprint(phone))  # the same device, its measure_fn rewritten
     ms, info = measure_archs(resumed, NB201_ARCHS[:3], store)
     assert info["cached"] == 2 and len(calls) == 1
@@ -211,3 +211,88 @@ def test_check_latencies_refuses_what_numpy_would_convert():
         with pytest.raises(TypeError, match="not a number of ms|must be numbers"):
             check_latencies(values)
     np.testing.assert_array_equal(check_latencies(torch.tensor([1.5, 2.0])), [1.5, 2.0])
+
+
+_HUNG = """
+import sys, time
+from help_plugin.measure import CallableDevice, MeasurementStore, measure_archs
+archs = {archs!r}
+def board(arch):
+    if arch == archs[2]:
+        time.sleep(120)  # hangs on the third architecture
+    return 1.0 + len(arch) / 100
+dev = CallableDevice("nasbench201", board, name="board", timeout_s=1.0, isolation=sys.argv[1])
+try:
+    measure_archs(dev, archs, MeasurementStore(sys.argv[2]))
+except RuntimeError as err:
+    print("ERROR", err)
+"""
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_a_hung_black_box_frees_the_caller(tmp_path, isolation):
+    """A call past timeout_s raises, the measurements before it are kept, and the process exits at once (with a
+    thread pool it could not exit until the hung call returned). In a process the call is killed; a thread
+    cannot be, and the error says so."""
+    import subprocess
+    import sys
+    import time
+
+    from help_plugin.measure import MeasurementStore
+
+    start = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", _HUNG.format(archs=NB201_ARCHS[:4]), isolation,
+                          str(tmp_path / "m.sqlite")], capture_output=True, text=True, timeout=60)
+    assert time.perf_counter() - start < 30, res.stderr
+    assert "longer than 1.0 s" in res.stdout, res.stdout + res.stderr
+    assert ("were killed" if isolation == "process" else "could not be killed") in res.stdout
+    assert len(MeasurementStore(tmp_path / "m.sqlite")) == 2
+
+
+def test_a_timed_out_process_is_killed_with_what_it_started(tmp_path):
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "pid"
+
+    def adb(arch):
+        child = subprocess.Popen(["sleep", "120"])
+        pid_file.write_text(str(child.pid))
+        child.wait()
+        return 1.0
+
+    dev = CallableDevice("nasbench201", adb, timeout_s=1.0)
+    assert dev.isolation == "process" and CallableDevice("nasbench201", adb).timeout_s == 600  # finite by default
+    with pytest.raises(RuntimeError, match="longer than 1.0 s; its worker process .* were killed"):
+        dev.measure(NB201_ARCHS[:1])
+    pid = int(pid_file.read_text())
+    for _ in range(100):  # reaped by init once killed
+        try:
+            import os
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the black box's own child {pid} is still running")
+
+
+def test_calls_in_a_worker_process_run_closures_and_report_failures():
+    import os
+
+    scale = 3.0
+    closure = CallableDevice("nasbench201", lambda arch: scale * len(arch))  # a lambda: forked, never pickled
+    np.testing.assert_allclose(closure.measure(NB201_ARCHS[:2]).latency_ms, [scale * len(a) for a in NB201_ARCHS[:2]])
+
+    def offline(arch):
+        raise OSError("adb: device offline")
+
+    with pytest.raises(RuntimeError, match=r"measure_fn failed on .*: OSError: adb: device offline"):
+        CallableDevice("nasbench201", offline).measure(NB201_ARCHS[:1])
+    with pytest.raises(RuntimeError, match="its worker process exited with code 3 before returning"):
+        CallableDevice("nasbench201", lambda arch: os._exit(3)).measure(NB201_ARCHS[:1])
+    for bad in (0, -1, float("inf"), "10"):
+        with pytest.raises(ValueError, match="timeout_s must be a positive number"):
+            CallableDevice("nasbench201", offline, timeout_s=bad)
+    with pytest.raises(ValueError, match="isolation must be one of"):
+        CallableDevice("nasbench201", offline, isolation="container")
