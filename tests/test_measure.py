@@ -296,3 +296,85 @@ def test_calls_in_a_worker_process_run_closures_and_report_failures():
             CallableDevice("nasbench201", offline, timeout_s=bad)
     with pytest.raises(ValueError, match="isolation must be one of"):
         CallableDevice("nasbench201", offline, isolation="container")
+
+
+_SHARED_RUN = """
+import os, sys, time, json
+from help_plugin.measure import CallableDevice, MeasurementStore, measure_archs
+archs, store, log, go = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+def board(arch):
+    with open(log, "a") as f:
+        f.write(f"{os.getppid()} {arch}\\n")  # the fork's parent: the run that asked
+    time.sleep(0.3)
+    return 1.0 + len(arch) / 100
+dev = CallableDevice("nasbench201", board, name="shared-board")
+while not os.path.exists(go):  # both runs start together, after their imports
+    time.sleep(0.01)
+ms, info = measure_archs(dev, archs, MeasurementStore(store))
+print(json.dumps({"ms": ms.tolist(), **info}))
+"""
+
+
+def test_concurrent_runs_share_the_work_and_measure_nothing_twice(tmp_path):
+    import json
+    import subprocess
+    import sys
+    import time
+
+    archs = NB201_ARCHS + [a.replace("none~1|+", "skip_connect~1|+") for a in NB201_ARCHS] + [
+        a.replace("none~2|", "nor_conv_1x1~2|") for a in NB201_ARCHS[:2]]
+    args = [json.dumps(archs), str(tmp_path / "m.sqlite"), str(tmp_path / "calls.log"), str(tmp_path / "go")]
+    runs = [subprocess.Popen([sys.executable, "-c", _SHARED_RUN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]
+    time.sleep(0.5)
+    (tmp_path / "go").write_text("")
+    outs = [json.loads(r.communicate(timeout=120)[0].strip().splitlines()[-1]) for r in runs]
+    calls = (tmp_path / "calls.log").read_text().split("\n")[:-1]
+    measured_archs = [c.split(" ", 1)[1] for c in calls]
+    assert sorted(measured_archs) == sorted(archs)  # every architecture measured exactly once
+    by_run = {c.split(" ", 1)[0] for c in calls}
+    assert len(by_run) == 2 and sum(o["measured"] for o in outs) == len(archs)  # the work was shared
+    assert outs[0]["ms"] == outs[1]["ms"] and all(o["measured"] + o["cached"] == len(archs) for o in outs)
+
+
+def test_claims_of_killed_runs_expire(tmp_path):
+    import socket
+    import subprocess
+    import time
+
+    from help_plugin.measure import MeasurementStore, measure_archs
+
+    store = MeasurementStore(tmp_path / "m.sqlite")
+    dead = subprocess.Popen(["true"])  # a process of this host that is gone
+    dead.wait()
+    now = time.time()
+    key = ("box", "nasbench201")
+    store._db.executemany("INSERT INTO claims VALUES (?,?,?,?,?,?,?,?)", [
+        (*key, NB201_ARCHS[0], "", "killed-here", socket.gethostname(), dead.pid, now + 3600),
+        (*key, NB201_ARCHS[1], "", "killed-elsewhere", "another-host", 1, now - 1),
+        (*key, NB201_ARCHS[2], "", "slow-elsewhere", "another-host", 1, now + 1.5)])
+    store._db.commit()
+    calls = []
+    dev = CallableDevice("nasbench201", lambda arch: calls.append(arch) or 2.0, name="box", isolation="thread")
+    start = time.perf_counter()
+    ms, info = measure_archs(dev, NB201_ARCHS[:3], store)
+    assert sorted(calls) == sorted(NB201_ARCHS[:3]) and info["measured"] == 3
+    assert time.perf_counter() - start >= 1.0  # it waited for the live claim to expire, then measured the arch
+    assert store._db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
+
+
+def test_subnets_that_differ_only_in_inactive_layers_are_measured_once(tmp_path):
+    from help_plugin.measure import MeasurementStore, measure_archs
+    from help_plugin.spaces import get_space
+
+    for name in ("ofa", "hat"):
+        space = get_space(name)
+        row = space.sample(1, seed=1)[0]
+        inactive = np.flatnonzero(~space.active_mask(row[None])[0][:space.arch_length])
+        assert len(inactive), name
+        twin = row.copy()
+        twin[inactive[0]] = (twin[inactive[0]] + 1) % space.choices[inactive[0]]
+        calls = []
+        dev = CallableDevice(space, lambda arch: calls.append(arch) or 5.0, name=f"{name}-box", isolation="thread")
+        ms, info = measure_archs(dev, np.stack([row, twin]), MeasurementStore(tmp_path / "m.sqlite"))
+        assert len(calls) == 1 and info["measured"] == 1 and ms.tolist() == [5.0, 5.0], name

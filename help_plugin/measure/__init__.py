@@ -19,9 +19,9 @@ from .base import (
 from .callable import CallableDevice
 from .heap import set_steady_heap
 from .onnxruntime import OnnxRuntimeDevice
-from .store import MeasurementStore, StoreError, default_store_path, measure_archs
+from .store import MeasurementInterrupted, MeasurementStore, StoreError, default_store_path, measure_archs
 from .torch_eager import TorchEagerDevice
 
 __all__ = ["Device", "LocalDevice", "Measurements", "BACKENDS", "available_backends", "local_device",
            "register_backend", "TorchEagerDevice", "OnnxRuntimeDevice", "CallableDevice", "set_steady_heap",
-           "MeasurementStore", "StoreError", "default_store_path", "measure_archs"]
+           "MeasurementStore", "MeasurementInterrupted", "StoreError", "default_store_path", "measure_archs"]
