@@ -16,12 +16,14 @@ from pathlib import Path
 
 import torch
 
+from .errors import HelpPluginError
+
 FORMAT = "help-plugin/2"
 #: help-plugin 0.1's format (no constructor parameters or space settings); ``HELPEstimator.load`` converts it.
 FORMAT_1 = "help-plugin/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(HelpPluginError, ValueError):
     """A file that is not a readable help-plugin checkpoint."""
 
 
@@ -92,6 +94,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     from safetensors.torch import load_file, safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a checkpoint")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:

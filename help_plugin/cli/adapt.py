@@ -37,10 +37,11 @@ def run(args) -> int:
         from ..measure import MeasurementStore, TorchEagerDevice
         from ..measure.adapt import adapt_on_device
 
-        space = args.space or "nasbench201"
+        model = load_estimator(args.model, None) if args.model else None
+        space = model.space.name if model is not None else args.space or "nasbench201"
         device = TorchEagerDevice(space, threads=args.threads)
         est = adapt_on_device(space, device, MeasurementStore(args.store), shots=args.shots, seed=args.seed,
-                              progress=True)
+                              progress=True, estimator=model)
         est.save(args.out)
         emit({"space": est.space.name, "device": device.device_id, "measurements": est.n_measurements,
               "model": args.out}, None)

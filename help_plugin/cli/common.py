@@ -45,6 +45,7 @@ def _checked(convert, ok, what: str):
 positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 non_negative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")
+fraction = _checked(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 
 
 def spaces() -> list[str]:
@@ -114,14 +115,59 @@ def emit(obj, out: str | None) -> None:
         print(text)
 
 
-def read_archs(path: str) -> list:
+def _located_archs(path: str, option: str) -> list[tuple[str, object]]:
+    """``(where, arch)`` of each architecture in ``path`` (``-``: stdin): one per line, or a JSON list."""
+    if path == "-":
+        text, name = sys.stdin.read(), "stdin"
+    else:
+        p, name = Path(path), f"{option} {path}"
+        if p.is_dir():
+            raise IsADirectoryError(f"{name} is a directory, not a file of architectures")
+        if not p.is_file():
+            raise FileNotFoundError(f"{name}: no such file")
+        try:
+            text = p.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{name} is not UTF-8 text (byte {err.start})") from None
+    if text.strip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{name} is not a valid JSON list of architectures: {err}") from None
+        located = [(f"{name}, item {i + 1}", a) for i, a in enumerate(items)]
+    else:
+        located = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            arch = line.strip()
+            if arch.startswith("{"):
+                try:
+                    arch = json.loads(arch)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{name}, line {n}: {arch!r} is not a JSON architecture ({err})") from None
+            located.append((f"{name}, line {n}", arch))
+    if not located:
+        raise ValueError(f"{name} holds no architectures")
+    return located
+
+
+def read_archs(path: str, option: str = "--archs") -> list:
     """One architecture per line (NB201 strings, FBNet block lists, OFA JSON dicts) or a JSON list."""
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    text = text.strip()
-    if text.startswith("["):
-        return json.loads(text)
-    return [json.loads(line) if line.lstrip().startswith("{") else line.strip()
-            for line in text.splitlines() if line.strip()]
+    return [arch for _, arch in _located_archs(path, option)]
+
+
+def parse_archs(space, path: str, option: str = "--archs"):
+    """The architectures of ``path`` as ``space`` index rows ``[n, arch_length]``; errors name the line."""
+    import numpy as np
+
+    rows = []
+    for where, arch in _located_archs(path, option):
+        try:
+            rows.append(space.parse(arch))
+        except (ValueError, TypeError) as err:
+            raise (ValueError if isinstance(err, ValueError) else TypeError)(f"{where}: {err}") from None
+    return np.stack(rows)
 
 
 def load_estimator(model: str | None, space: str):

@@ -1,7 +1,7 @@
 """``help-nas measure``: time architectures on this machine into the measurement store."""
 from __future__ import annotations
 
-from .common import check_output, emit, measurable_spaces, non_negative_int, positive_int, read_archs
+from .common import check_output, emit, measurable_spaces, non_negative_int, parse_archs, positive_int
 
 
 def add_parser(sub, common):
@@ -38,7 +38,7 @@ def run(args) -> int:
     from ..spaces import get_space
 
     space = get_space(args.space)
-    archs = read_archs(args.archs) if args.archs else space.sample(args.random, args.seed)
+    archs = parse_archs(space, args.archs) if args.archs else space.sample(args.random, args.seed)
     options = {"threads": args.threads, "batch_size": args.batch_size, "passes": args.passes, "seed": args.seed}
     backend_options = {k: v for k, v in (("torch_device", args.torch_device), ("dtype", args.dtype)) if v is not None}
     if backend_options and args.backend != "torch":

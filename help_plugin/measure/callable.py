@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import DeviceError
 from ..spaces import SearchSpace, get_space
 from ..validation import check_latency
 from .base import Device, Measurements
@@ -295,7 +296,7 @@ class CallableDevice(Device):
             try:
                 ms = self._call(arch)
             except Exception as err:
-                raise RuntimeError(f"measure_fn failed on {key!r}: {err}") from err
+                raise DeviceError(f"measure_fn failed on {key!r}: {err}") from err
             values.append(check_latency(ms, f"measure_fn({key!r})"))
         lat = np.asarray(values)
         return Measurements(lat, lat[None, :], float("nan"), time.perf_counter() - t0)

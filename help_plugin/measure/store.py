@@ -26,6 +26,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..errors import HelpPluginError
+
 log = logging.getLogger(__name__)
 
 STORE_ENV = "HELP_PLUGIN_STORE"
@@ -46,7 +48,7 @@ CREATE TABLE IF NOT EXISTS claims (
 _WAIT_POLL_S = 0.5
 
 
-class StoreError(RuntimeError):
+class StoreError(HelpPluginError, RuntimeError):
     """The store file is corrupt, locked or not a measurement store."""
 
 
@@ -94,6 +96,9 @@ class MeasurementStore:
                              f"{err.strerror or err}") from None
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout_s)
+            problem = self._db.execute("PRAGMA quick_check").fetchone()[0]  # corrupted pages: now, not mid-run
+            if problem != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {problem}")
             self._db.executescript(_SCHEMA)
             self._db.commit()
             self._db.execute("BEGIN IMMEDIATE")  # can we write? (an existing store may be read-only): fail now, not
@@ -122,6 +127,8 @@ class MeasurementStore:
             return self._db.execute(sql, args)
         except sqlite3.OperationalError as err:
             raise StoreError(f"measurement store {self.path}: {err}") from err
+        except sqlite3.DatabaseError as err:  # e.g. corrupted pages
+            raise StoreError(f"measurement store {self.path} is unusable ({err}); move it aside to start a new one") from err
 
     def get(self, device_id: str, space: str, archs: Sequence[str], settings: str = "") -> dict[str, float]:
         """Stored latency (ms) of each canonical arch string that has one."""
@@ -232,14 +239,16 @@ class _Renewal:
         self.thread.start()
 
     def _run(self, path: Path, ttl: float, owner: str) -> None:
+        store = None
         while not self.stop.wait(ttl / 3):
             try:
-                store = MeasurementStore(path)
+                store = store or MeasurementStore(path)  # a connection of this thread
                 store.claim_ttl_s = ttl
                 store.renew(owner)
-                store.close()
             except StoreError as err:  # the claims then expire: another run may measure them too, nothing is lost
                 log.warning("could not renew claims in %s: %s", path, err)
+        if store is not None:
+            store.close()
 
     def close(self) -> None:
         self.stop.set()

@@ -26,11 +26,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..checkpoint import CheckpointError, check_tensors, load_checkpoint, save_checkpoint
+from ..errors import HelpPluginError
 from ..spaces import SearchSpace, get_space
 from ..validation import check_latencies, check_same_length
 
 
-class NotFittedError(RuntimeError):
+class NotFittedError(HelpPluginError, RuntimeError):
     """Raised when ``predict`` is called before the estimator was adapted/fitted."""
 
 
@@ -157,8 +158,10 @@ class LatencyEstimator(abc.ABC):
             est = target(space=space, **meta.get("params", {}))
             est._set_state(meta, tensors)
             est._check_state(path, meta, tensors)
-        except CheckpointError:
-            raise
+        except CheckpointError as err:
+            if str(path) in str(err):
+                raise
+            raise CheckpointError(f"{path}: {err}") from err
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
             raise CheckpointError(f"{path} is an incomplete or incompatible {kind} checkpoint: {err}") from err
         return est

@@ -288,8 +288,10 @@ class HELPEstimator(LatencyEstimator):
             state = {"learner": learner_meta, "adapted": bool(meta.get("adapted")), "n_measurements": meta.get("n_measurements")}
             est._set_state(state, tensors)
             est._check_state(path, state, tensors)
-        except CheckpointError:
-            raise
+        except CheckpointError as err:
+            if str(path) in str(err):
+                raise
+            raise CheckpointError(f"{path}: {err}") from err
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
             raise CheckpointError(f"{path} is an incomplete or incompatible HELPEstimator checkpoint: {err}") from err
         return est
