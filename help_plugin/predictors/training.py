@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable
 
 import numpy as np
@@ -112,12 +113,13 @@ def positive_ms(ms: torch.Tensor, scale_ms: float) -> torch.Tensor:
     """Predicted ``ms`` mapped strictly increasingly onto ``(0, inf)``: ``(x + sqrt(x^2 + 4 e^2)) / 2``.
 
     The smooth floor of the predictors that are linear in ms (whose extrapolation can cross 0 far from
-    the measured architectures), with ``e = FLOOR_FRACTION * scale_ms`` (``scale_ms``: a latency the
-    device really has, e.g. its fastest reference). Strictly increasing, so the ranking is kept; a
-    prediction ``x >= scale_ms`` moves by a relative ``(e / x)^2 <= 1e-6``; ``x <= 0`` maps into
-    ``(0, e]``. Computed without cancellation on either side of 0 and differentiable everywhere.
+    the measured architectures), with ``e`` the power of two nearest ``FLOOR_FRACTION * scale_ms``
+    (``scale_ms``: a latency the device really has, e.g. its fastest reference; a power of two, so that
+    the two branches below meet exactly at 0). Increasing (strictly, up to float rounding), so the
+    ranking is kept; a prediction ``x >= scale_ms`` moves by a relative ``(e / x)^2 <= 2e-6``; ``x <= 0``
+    maps into ``(0, e]``. Computed without cancellation on either side of 0, differentiable everywhere.
     """
-    e = FLOOR_FRACTION * float(scale_ms)
+    e = 2.0 ** round(math.log2(FLOOR_FRACTION * float(scale_ms)))
     below, above = ms.clamp(max=0), ms.clamp(min=0)
     low = 2 * e * e / (torch.sqrt(below * below + 4 * e * e) - below)
     return torch.where(ms < 0, low, (above + torch.sqrt(above * above + 4 * e * e)) / 2)

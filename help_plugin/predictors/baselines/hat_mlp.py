@@ -65,7 +65,7 @@ class HATMLPEstimator(LatencyEstimator):
     HAT trains on 80 % of ~2,000 measurements; here ``fit`` uses every measurement it is given. HAT's
     MLP is unconstrained and can extrapolate to <= 0 ms far from the data: its output passes the smooth
     positive floor :func:`~help_plugin.predictors.training.positive_ms` at 1/1000 of the fastest
-    training latency (the ranking is kept; predictions above that latency move by < 1e-6).
+    training latency (the ranking is kept; predictions above that latency move by a relative <= 2e-6).
     Fitted attributes: ``net_``, ``lat_norm_`` (ms), ``min_ms_`` (the fastest training latency),
     ``n_measurements_``.
     """
