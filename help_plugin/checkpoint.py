@@ -11,6 +11,7 @@ A checkpoint is validated when it is read, so that a corrupt or tampered file is
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -86,6 +87,19 @@ def _check_saved(path: Path, meta: dict, tensors: dict[str, torch.Tensor]) -> No
     absent = sorted(set(manifest) - set(tensors))
     if absent:
         raise CheckpointError(f"{path} lacks tensor(s) {absent[:5]} its header lists")
+
+
+@contextlib.contextmanager
+def rebuilding(path: str | Path, kind: str):
+    """Any error while an estimator of ``kind`` is rebuilt from ``path`` as a :class:`CheckpointError` naming the file."""
+    try:
+        yield
+    except CheckpointError as err:
+        if str(path) in str(err):
+            raise
+        raise CheckpointError(f"{path}: {err}") from err
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+        raise CheckpointError(f"{path} is an incomplete or incompatible {kind} checkpoint: {err}") from err
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:

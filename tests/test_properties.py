@@ -25,13 +25,21 @@ def rows(space):
     return st.tuples(*[st.integers(0, c - 1) for c in space.choices]).map(lambda r: np.array(r, dtype=np.int64))
 
 
+def each_space(test):
+    """``test(space, row, data)`` on every space, with a random valid index row of it (and hypothesis's ``data``)."""
+    @pytest.mark.parametrize("name", sorted(SPACES))
+    @FAST
+    @given(data=st.data())
+    def run(name, data):
+        test(SPACES[name], data.draw(rows(SPACES[name])), data)
+
+    run.__name__, run.__doc__ = test.__name__, test.__doc__
+    return run
+
+
 # ---------------------------------------------------------------------------- architectures
-@pytest.mark.parametrize("name", sorted(SPACES))
-@FAST
-@given(data=st.data())
-def test_parse_format_canonical_round_trip(name, data):
-    space = SPACES[name]
-    row = data.draw(rows(space))
+@each_space
+def test_parse_format_canonical_round_trip(space, row, data):
     canon = space.canonical_indices(row[None])[0]
     np.testing.assert_array_equal(space.canonical_indices(canon[None])[0], canon)  # idempotent
     back = space.parse(space.format(canon))
@@ -54,12 +62,9 @@ def _junk():
                         max_leaves=30)
 
 
-@pytest.mark.parametrize("name", sorted(SPACES))
-@FAST
-@given(data=st.data())
-def test_invalid_architectures_raise_the_space_s_error_types(name, data):
-    space = SPACES[name]
-    valid = space.format(data.draw(rows(space)))
+@each_space
+def test_invalid_architectures_raise_the_space_s_error_types(space, row, data):
+    valid = space.format(row)
     text = valid if isinstance(valid, str) else space.canonical(valid)  # dict spaces: their JSON form
     arch = data.draw(st.one_of(_junk(), _mutations(text)))
     try:
@@ -69,12 +74,8 @@ def test_invalid_architectures_raise_the_space_s_error_types(name, data):
     space.check_indices(np.asarray(row)[None])  # whatever parses is a valid architecture
 
 
-@pytest.mark.parametrize("name", sorted(SPACES))
-@FAST
-@given(data=st.data())
-def test_out_of_range_index_rows_are_value_errors(name, data):
-    space = SPACES[name]
-    row = data.draw(rows(space))
+@each_space
+def test_out_of_range_index_rows_are_value_errors(space, row, data):
     pos = data.draw(st.integers(0, space.arch_length - 1))
     row[pos] = data.draw(st.sampled_from([-1, space.choices[pos], space.choices[pos] + 7]))
     with pytest.raises(ValueError, match=f"at position {pos}"):

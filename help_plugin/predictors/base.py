@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..checkpoint import CheckpointError, check_tensors, load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, check_tensors, load_checkpoint, rebuilding, save_checkpoint
 from ..errors import HelpPluginError
 from ..spaces import SearchSpace, get_space
 from ..validation import check_latencies, check_same_length
@@ -152,22 +152,17 @@ class LatencyEstimator(abc.ABC):
         target = ESTIMATOR_KINDS.get(kind) if isinstance(kind, str) else None
         if target is None or not issubclass(target, cls):
             raise CheckpointError(f"{path} holds a {kind!r}, not a {cls.__name__}")
-        try:
+        with rebuilding(path, kind):
             space_meta = meta["space"]
             space = get_space(space_meta["name"], **space_meta.get("params", {}))
             est = target(space=space, **meta.get("params", {}))
-            est._set_state(meta, tensors)
-            est._check_state(path, meta, tensors)
-        except CheckpointError as err:
-            if str(path) in str(err):
-                raise
-            raise CheckpointError(f"{path}: {err}") from err
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
-            raise CheckpointError(f"{path} is an incomplete or incompatible {kind} checkpoint: {err}") from err
+            est._restore(path, meta, tensors)
         return est
 
-    def _check_state(self, path, meta: dict, tensors: dict) -> None:
-        """Raise :class:`CheckpointError` unless ``tensors`` are what :meth:`_expected_tensors` declares."""
+    def _restore(self, path, meta: dict, tensors: dict) -> None:
+        """:meth:`_set_state`, then a :class:`CheckpointError` unless ``tensors`` are what :meth:`_expected_tensors`
+        declares."""
+        self._set_state(meta, tensors)
         expected = self._expected_tensors(meta, tensors)
         if expected is not None:
             check_tensors(path, tensors, expected)

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..checkpoint import FORMAT_1, CheckpointError, load_checkpoint
+from ..checkpoint import FORMAT_1, CheckpointError, load_checkpoint, rebuilding
 from ..data import LatencyDataset, get_split, load_help_data
 from ..spaces import SearchSpace, get_space
 from ..validation import check_latencies, check_reference_spread, check_same_length
@@ -279,19 +279,12 @@ class HELPEstimator(LatencyEstimator):
         """Checkpoints of help-plugin 0.1 (``help-plugin/1``: no constructor parameters, no space settings)."""
         if meta.get("kind") != "HELPEstimator" or meta.get("method") not in METHODS:
             raise CheckpointError(f"{path} holds a {meta.get('kind')!r}/{meta.get('method')!r}, not a HELPEstimator")
-        try:
+        with rebuilding(path, "HELPEstimator"):
             est = cls(meta["space"], method=meta["method"], device=meta.get("device"))
             learner_meta = {**meta["learner"], "train_devices": meta["train_devices"],
                             "valid_devices": meta["valid_devices"], "meta_train_seconds": meta.get("meta_train_seconds")}
             tensors = {**{k: v for k, v in tensors.items() if k != "reference_indices"},
                        "learner.reference_indices": tensors["reference_indices"]}
             state = {"learner": learner_meta, "adapted": bool(meta.get("adapted")), "n_measurements": meta.get("n_measurements")}
-            est._set_state(state, tensors)
-            est._check_state(path, state, tensors)
-        except CheckpointError as err:
-            if str(path) in str(err):
-                raise
-            raise CheckpointError(f"{path}: {err}") from err
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
-            raise CheckpointError(f"{path} is an incomplete or incompatible HELPEstimator checkpoint: {err}") from err
+            est._restore(path, state, tensors)
         return est
