@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-import logging
 import math
 import os
 import pickle
@@ -23,8 +22,6 @@ from ..errors import DeviceError
 from ..spaces import SearchSpace, get_space
 from ..validation import check_latency
 from .base import Device, Measurements
-
-log = logging.getLogger(__name__)
 
 _SIMPLE = (str, bytes, int, float, bool, type(None))
 #: Seconds a killed worker gets between SIGTERM and SIGKILL.
