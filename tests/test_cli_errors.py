@@ -298,3 +298,14 @@ def test_ctrl_c_during_measure_keeps_what_was_measured(tmp_path):
     kept = sqlite3.connect(store).execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
     line = assert_user_error(run.returncode, err, "interrupted", str(store), exit_code=130)
     assert f"{kept} measurement(s) of this run are kept" in line and kept >= 25
+
+
+def test_json_output_is_always_valid_json(capsys):
+    """A NaN (e.g. a retest rho of one architecture) is written as null, never as the invalid token NaN."""
+    import json
+
+    from help_plugin.cli.common import emit
+
+    emit({"rho": float("nan"), "ms": [1.5, float("inf")], "nested": {"x": np.float64("nan")}}, None)
+    assert json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"invalid JSON token {c}")) == {
+        "rho": None, "ms": [1.5, None], "nested": {"x": None}}

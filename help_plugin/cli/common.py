@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -105,8 +106,20 @@ def check_output(path: str | None, option: str = "--out", make_folder: bool = Fa
         raise PermissionError(f"{option} {path}: cannot write there ({err.strerror or err})") from None
 
 
+def _json_safe(obj):
+    """``obj`` with NaN and infinities as ``None``: JSON has no such numbers (``NaN`` would make the file invalid)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def emit(obj, out: str | None) -> None:
-    text = json.dumps(obj, indent=1, allow_nan=False)
+    """``obj`` as JSON (valid JSON: non-finite numbers become null) to ``out``, else stdout."""
+    text = json.dumps(_json_safe(obj), indent=1, allow_nan=False)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text + "\n")
