@@ -143,7 +143,7 @@ class NASLibLatencyPredictor:
         if device is not None and not hasattr(device, "measure"):
             if not callable(device):
                 raise TypeError(f"device must be a help_plugin.measure device or a function arch -> ms, got {device!r}")
-            device = CallableDevice(estimator.space, device, name=getattr(device, "__name__", "callable"))
+            device = CallableDevice(estimator.space, device, name=getattr(device, "__name__", None))
         if device is not None and getattr(device, "space", estimator.space).name != estimator.space.name:
             raise ValueError(f"device measures space {device.space.name!r}, the estimator predicts {estimator.space.name!r}")
         self.estimator = estimator

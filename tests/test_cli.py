@@ -108,3 +108,18 @@ def test_adapters_install_under_help_plugin_only(tmp_path):
             "print(importlib.util.find_spec('integrations') is None, m.__name__)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert res.stdout.split() == ["True", "help_plugin.integrations.ofa_search"]
+
+
+def test_adapt_and_meta_train_take_the_space_from_the_table(tmp_path, capsys, fbnet):
+    """Without --space the table's space is used (it used to default to nasbench201)."""
+    pool = fbnet.select_devices(["fpga", "raspi4", "eyeriss"])
+    rows = np.concatenate([fbnet.reference_rows, np.arange(0, 200)])
+    pool.archs, pool.latency_ms = pool.archs[rows], pool.latency_ms[rows]
+    pool.to_csv(tmp_path / "pool.csv")
+    assert main(["adapt", "--measurements", str(tmp_path / "pool.csv"), "--device", "raspi4",
+                 "--out", str(tmp_path / "pi.safetensors")]) == 0
+    assert json.loads(capsys.readouterr().out)["space"] == "fbnet"
+    assert HELPEstimator.load(tmp_path / "pi.safetensors").space.name == "fbnet"
+    assert main(["meta-train", "--measurements", str(tmp_path / "pool.csv"), "--train-devices", "fpga,raspi4",
+                 "--steps", "5", "--out", str(tmp_path / "own.safetensors"), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["space"] == "fbnet"

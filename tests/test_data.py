@@ -52,7 +52,8 @@ def test_tidy_csv_round_trip_with_repeats_and_validation(tmp_path, fbnet):
 
     bad = tmp_path / "bad.csv"
     bad.write_text(path.read_text() + f"fbnet,{fbnet.space.format(small.archs[1])},fpga,nan\n")
-    with pytest.raises(ValueError, match="latency_ms of row .* = nan"):
+    line = len(path.read_text().splitlines()) + 1
+    with pytest.raises(ValueError, match=rf"bad.csv, line {line}: latency_ms = 'nan' is not a finite positive"):
         load_measurements(bad)
     bad.write_text("space,arch,device,latency_ms\nfbnet,k3_e1,fpga,1.0\n")
     with pytest.raises(ValueError, match="22 layers, got 1"):
@@ -67,3 +68,71 @@ def test_parquet_table(tmp_path, nb201):
     pd.DataFrame(rows).to_parquet(tmp_path / "m.parquet")
     back = load_measurements(tmp_path / "m.parquet")
     np.testing.assert_allclose(back.latency("gold_6226"), nb201.latency("gold_6226")[:20])
+
+
+NB201_ARCH = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"
+
+
+def _table(path, lines, header="space,arch,device,latency_ms", encoding="utf-8"):
+    path.write_text("\n".join([header] + lines) + "\n", encoding=encoding)
+    return path
+
+
+def test_tidy_table_defects_are_errors_naming_file_line_and_value(tmp_path, fbnet):
+    """Each defect once read silently wrong (or dropped); now an error naming the file, line and value."""
+    good = [f"nasbench201,{NB201_ARCH},dev,1.5", f"nasbench201,{NB201_ARCH.replace('none~1|+', 'skip_connect~1|+')},dev,2"]
+    cases = {
+        f"nasbench201,{NB201_ARCH},dev,5,3": r"line 4: 5 fields .* 4 columns .*decimal comma",  # was read as 5.0
+        f"nasbench-201,{NB201_ARCH},dev,4.0": r"line 4: unknown search space 'nasbench-201'",  # was dropped
+        f"nasbench201,{NB201_ARCH},dev,fast": r"line 4: latency_ms 'fast' is not a number",
+        f'nasbench201,{NB201_ARCH},dev,"5,3"': r"line 4: latency_ms '5,3' is not a number \(a decimal comma",
+        f"nasbench201,{NB201_ARCH},dev,1_000": r"line 4: latency_ms '1_000' is not a number",
+        f"nasbench201,{NB201_ARCH},dev,True": r"line 4: latency_ms 'True' is not a number",
+        f"nasbench201,{NB201_ARCH},dev,-2": r"line 4: latency_ms = '-2' is not a finite positive",
+        f"nasbench201,{NB201_ARCH},,2.0": r"line 4: device '' is empty",
+        f"nasbench201,{NB201_ARCH},dev": r"line 4: 3 fields",
+        "nasbench201,|bogus~0|,dev,2.0": r"line 4: nasbench201: ",
+    }
+    for bad, message in cases.items():
+        path = _table(tmp_path / "t.csv", good + [bad])
+        with pytest.raises(ValueError, match=r"t\.csv, " + message):
+            load_measurements(path)
+    with pytest.raises(ValueError, match=r"column\(s\) \['device'\] appear more than once"):
+        load_measurements(_table(tmp_path / "t.csv", good, header="space,arch,device,device,latency_ms"))
+    with pytest.raises(ValueError, match=r"t\.csv is not a UTF-8 text table"):
+        (tmp_path / "t.csv").write_bytes(b"space,arch,device,latency_ms\n\xff\xfe\x00garbage\n")
+        load_measurements(tmp_path / "t.csv")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        load_measurements(tmp_path)
+
+
+def test_tidy_table_bom_extra_columns_and_multi_space_line_numbers(tmp_path, fbnet):
+    arch = fbnet.space.format(fbnet.archs[0])
+    lines = [f"nasbench201,{NB201_ARCH},dev,1.5,ref,a.onnx,\"1,3,32,32\"",
+             f"fbnet,{arch},dev,3.0,shot,b.onnx,\"1,3,224,224\""]
+    header = "space,arch,device,latency_ms,role,file,input_shape"  # a manifest's extra columns are ignored
+    path = _table(tmp_path / "bom.csv", lines, header=header, encoding="utf-8-sig")  # Excel writes a byte-order mark
+    assert path.read_bytes()[:3] == b"\xef\xbb\xbf"
+    back = load_measurements(path, space="fbnet")
+    assert back.devices == ("dev",) and back.latency("dev").tolist() == [3.0]
+    with pytest.raises(ValueError, match=r"holds spaces \['fbnet', 'nasbench201'\]; choose one"):
+        load_measurements(path)
+    # a bad fbnet row after a nasbench201 row: the error names its own line, not its rank among fbnet rows
+    path = _table(tmp_path / "multi.csv", [f"nasbench201,{NB201_ARCH},dev,1.5", f"fbnet,{arch},dev,3.0",
+                                           f"nasbench201,{NB201_ARCH},dev,1.6", f"fbnet,{arch},dev,slow"])
+    with pytest.raises(ValueError, match=r"multi\.csv, line 5: latency_ms 'slow'"):
+        load_measurements(path, space="fbnet")
+
+
+def test_parquet_booleans_and_words_are_not_latencies(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    frame = pd.DataFrame({"space": ["nasbench201"] * 2, "arch": [NB201_ARCH] * 2, "device": ["dev"] * 2,
+                          "latency_ms": [True, False]})
+    frame.to_parquet(tmp_path / "b.parquet")
+    with pytest.raises(ValueError, match=r"b\.parquet: column latency_ms holds booleans"):  # was read as 1.0 ms
+        load_measurements(tmp_path / "b.parquet")
+    frame["latency_ms"] = ["1.5", "fast"]
+    frame.to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(ValueError, match=r"t\.parquet, row 2: latency_ms 'fast' is not a number"):
+        load_measurements(tmp_path / "t.parquet")

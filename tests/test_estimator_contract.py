@@ -185,3 +185,115 @@ def test_old_checkpoint_format_still_loads(tmp_path, nb201):
     save_file(tensors, str(tmp_path / "broken.safetensors"), metadata={"format": "help-plugin/1", "meta": "{}"})
     with pytest.raises(CheckpointError, match="not a HELPEstimator"):
         HELPEstimator.load(tmp_path / "broken.safetensors")
+
+
+#: Estimators whose predictions are not yet guaranteed positive (the lead flips this when the new head lands).
+NOT_YET_POSITIVE = {"help+": "issue 12 item 1: help+ head being changed"}
+
+
+def _steep_task(name, fbnet):
+    """The task's architectures on a device whose latency grows with the cube of the FLOPs from 0.01 ms: a straight
+    line through its samples crosses 0 ms before the smallest architectures."""
+    archs, _, _ = _task(name, fbnet)
+    space = get_space("hat") if name == "hat-mlp" else fbnet.space
+    flops = space.cost_features(archs)[:, 0]
+    return archs, 0.01 + 50 * ((flops - flops.min()) / np.ptp(flops)) ** 3, space
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=False, reason=NOT_YET_POSITIVE[n]))
+                                  if n in NOT_YET_POSITIVE else n for n in FACTORIES])
+def test_predictions_are_positive_and_finite_on_the_whole_space(name, estimators, fbnet):
+    """A latency is > 0 ms: on 20,000 random archs of the space (most far from the few fitted ones) every
+    prediction is finite and positive, so a constrained search never treats a network as free."""
+    archs, ms, space = _steep_task(name, fbnet)
+    with torch_threads(1):
+        fitted = sklearn_base.clone(estimators[name]).fit(archs, ms)
+        pred = fitted.predict(space.sample(20000, seed=12))
+    assert pred.shape == (20000,) and np.isfinite(pred).all()
+    assert (pred > 0).all(), f"{(pred <= 0).sum()} predictions <= 0 ms, the lowest {pred.min():.4g} ms"
+
+
+def test_gradient_learners_stay_positive_on_a_near_zero_latency_device(nb201):
+    """The paper's linear min-max targets extrapolate below 0 ms on raspi4 (NAS-Bench-201 latencies from 0.011 ms;
+    MAML meta-trained briefly predicted 41 of 15,625 archs <= 0 ms, down to -3.3 ms). The smooth positive floor keeps
+    every prediction > 0 and the ranking of the unfloored predictions."""
+    from scipy.stats import spearmanr
+
+    split = get_split("nasbench201")
+    with torch_threads(1):
+        est = HELPEstimator.meta_train("nasbench201", nb201, split.train, method="maml", steps=100, query=50)
+        lat = nb201.latency("raspi4")
+        est.adapt(lat[nb201.reference_rows], nb201.archs[:10], lat[:10])
+        pred = est.predict(nb201.archs)
+    assert np.isfinite(pred).all() and (pred > 0).all(), f"{(pred <= 0).sum()} predictions <= 0 ms"
+    assert spearmanr(pred, lat).correlation > 0.8
+
+
+def _resave(src, dst, tensors, update_manifest: bool):
+    """``tensors`` written to ``dst`` with ``src``'s header (and its tensor list rewritten to match, if asked)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        header = f.metadata()
+    meta = json.loads(header["meta"])
+    if update_manifest:
+        meta["tensors"] = {k: [str(v.dtype).replace("torch.", ""), list(v.shape)] for k, v in tensors.items()}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(dst), metadata={**header, "meta": json.dumps(meta)})
+
+
+def _grown(t):
+    """``t`` with one more entry along its last axis (a 0-d tensor becomes [2])."""
+    import torch
+
+    flat = t.reshape(1) if t.dim() == 0 else t
+    return torch.cat([flat, flat[..., :1]], dim=-1)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_tampered_or_corrupt_checkpoints_are_refused(name, estimators, fbnet, tmp_path):
+    """NaN in any weight, and a tensor of another shape or dtype, are a CheckpointError naming the file and the tensor,
+    also when the header's list of tensors was rewritten to match (then the estimator's declared shapes catch it)."""
+    from safetensors.torch import load_file
+
+    archs, ms, _ = _task(name, fbnet)
+    with torch_threads(1):
+        est = sklearn_base.clone(estimators[name]).fit(archs, ms)
+    path, bad = tmp_path / "est.safetensors", tmp_path / "bad.safetensors"
+    est.save(path)
+    tensors = load_file(str(path))
+    weight = max((k for k, v in tensors.items() if v.is_floating_point()), key=lambda k: tensors[k].numel())
+    poisoned = dict(tensors)
+    poisoned[weight] = tensors[weight].clone().reshape(-1)
+    poisoned[weight][0] = float("nan")
+    _resave(path, bad, {**poisoned, weight: poisoned[weight].reshape(tensors[weight].shape)}, update_manifest=False)
+    with pytest.raises(CheckpointError, match=rf"bad.safetensors: tensor '{weight}' holds 1 NaN/inf"):
+        LatencyEstimator.load(bad)
+    declared = est._expected_tensors({}, tensors)
+    for tensor in [k for k in tensors if declared.get(k) is not None]:
+        _resave(path, bad, {**tensors, tensor: _grown(tensors[tensor])}, update_manifest=False)
+        with pytest.raises(CheckpointError, match=rf"bad.safetensors: tensor '{tensor}' is .* the header says"):
+            LatencyEstimator.load(bad)
+        _resave(path, bad, {**tensors, tensor: _grown(tensors[tensor])}, update_manifest=True)
+        with pytest.raises(CheckpointError, match=r"bad.safetensors"):
+            LatencyEstimator.load(bad)
+    if name == "help+":  # the issue's example: the ridge head's strengths of another shape
+        assert "head.alpha" in declared
+        _resave(path, bad, {**tensors, "head.alpha": tensors["head.alpha"][:1]}, update_manifest=True)
+        with pytest.raises(CheckpointError, match=r"tensor 'head.alpha' has shape \[1\], expected \[2\]"):
+            LatencyEstimator.load(bad)
+    floating = next(k for k in sorted(tensors) if tensors[k].dtype.is_floating_point and declared.get(k) is not None)
+    other = tensors[floating].double() if tensors[floating].dtype != torch_float64() else tensors[floating].float()
+    _resave(path, bad, {**tensors, floating: other}, update_manifest=True)
+    with pytest.raises(CheckpointError, match=rf"tensor '{floating}' is float"):
+        LatencyEstimator.load(bad)
+    extra = {**tensors, "stowaway": tensors[floating].clone()}
+    _resave(path, bad, extra, update_manifest=True)
+    with pytest.raises(CheckpointError, match=r"unexpected tensor\(s\) \['stowaway'\]"):
+        LatencyEstimator.load(bad)
+
+
+def torch_float64():
+    import torch
+
+    return torch.float64

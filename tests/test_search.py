@@ -35,7 +35,8 @@ def test_search_verifies_candidates_by_measurement(nb201):
     lat = nb201.latency("pixel2")
     row = {nb201.space.canonical(a): i for i, a in enumerate(nb201.archs)}
     calls = []
-    oracle = CallableDevice("nasbench201", lambda a: calls.append(a) or float(lat[row[a]]), name="pixel2-table")
+    oracle = CallableDevice("nasbench201", lambda a: calls.append(a) or float(lat[row[a]]), name="pixel2-table",
+                            isolation="thread")  # a thread: the calls are counted in this process
     est = HELPEstimator.pretrained("nasbench201").adapt(lat[nb201.reference_rows], nb201.archs[:10], lat[:10])
     limit = float(np.percentile(lat, 40))
     r = verified_search(est, oracle, limit, cycles=15, seed=1, verify_top=3, anchors=None, retries=0)
@@ -78,7 +79,8 @@ def test_search_retries_under_a_tighter_limit_when_every_candidate_is_too_slow(n
     lat = nb201.latency("pixel2")
     row = {nb201.space.canonical(a): i for i, a in enumerate(nb201.archs)}
     calls = []
-    slower = CallableDevice("nasbench201", lambda a: calls.append(a) or 1.3 * float(lat[row[a]]), name="pixel2-slow")
+    slower = CallableDevice("nasbench201", lambda a: calls.append(a) or 1.3 * float(lat[row[a]]), name="pixel2-slow",
+                            isolation="thread")
     est = HELPEstimator.pretrained("nasbench201").adapt(lat[nb201.reference_rows], nb201.archs[:10], lat[:10])
     limit = float(np.percentile(lat, 70))
     r = verified_search(est, slower, limit, cycles=10, seed=0, verify_top=3, anchors=None)

@@ -1,7 +1,7 @@
 """``help-nas adapt``: adapt a model to a device from its measurements (a table, or this machine) and save it."""
 from __future__ import annotations
 
-from .common import emit, non_negative_int, spaces
+from .common import check_output, emit, non_negative_int, spaces
 
 
 def add_parser(sub, common):
@@ -11,7 +11,9 @@ def add_parser(sub, common):
                                    "reference architectures (see 'help-nas references') and any further samples; "
                                    "or a filled manifest of 'help-nas export' (its device; held-out rows are scored); "
                                    "or, with --device local-cpu, measures them on this machine through the store.")
-    p.add_argument("--space", choices=spaces(), default="nasbench201", help="space of the shipped model")
+    p.add_argument("--space", choices=spaces(),
+                   help="space of the shipped model (default: the table's space, the --model's, or nasbench201 for "
+                        "--device local-cpu)")
     p.add_argument("--model", help="a meta-trained model instead of the shipped one")
     p.add_argument("--measurements", help="tidy table of the device's measurements (omit with --device local-cpu)")
     p.add_argument("--device",
@@ -24,6 +26,8 @@ def add_parser(sub, common):
 
 
 def run(args) -> int:
+    check_output(args.out)
+
     import numpy as np
 
     from ..data import load_measurements
@@ -40,15 +44,23 @@ def run(args) -> int:
         from ..measure import MeasurementStore, TorchEagerDevice
         from ..measure.adapt import adapt_on_device
 
-        device = TorchEagerDevice(args.space, threads=args.threads)
-        est = adapt_on_device(args.space, device, MeasurementStore(args.store), shots=args.shots, seed=args.seed,
-                              progress=True)
+        model = load_estimator(args.model, None) if args.model else None
+        space = model.space.name if model is not None else args.space or "nasbench201"
+        device = TorchEagerDevice(space, threads=args.threads)
+        est = adapt_on_device(space, device, MeasurementStore(args.store), shots=args.shots, seed=args.seed,
+                              progress=True, estimator=model)
         est.save(args.out)
         emit({"space": est.space.name, "device": device.device_id, "measurements": est.n_measurements,
               "model": args.out}, None)
         return 0
-    est = load_estimator(args.model, args.space)
-    data = load_measurements(args.measurements, space=est.space.name)
+    if args.model:
+        est = load_estimator(args.model, None)
+        if args.space and args.space != est.space.name:
+            raise ValueError(f"--model {args.model} predicts space {est.space.name!r}, not --space {args.space!r}")
+        data = load_measurements(args.measurements, space=est.space.name)
+    else:
+        data = load_measurements(args.measurements, space=args.space)  # the table's space unless --space
+        est = load_estimator(None, data.space.name)
     lat = data.latency(args.device)
     ok = np.isfinite(lat)
     est.device = args.device

@@ -6,6 +6,7 @@ from pathlib import Path
 from .common import (
     BASELINES_HELP,
     METHODS_HELP,
+    check_output,
     csv_list,
     int_list,
     positive_int,
@@ -50,13 +51,13 @@ def run(args) -> int:
         raise ValueError(f"split {split!r} is for space {SPLITS[split].space!r}, not {args.space!r}")
     if any(k < 0 for k in args.shots):
         raise ValueError(f"--shots must be >= 0, got {args.shots}")
+    out = Path(args.out or f"results/benchmark_{split}_{args.protocol}.json")
+    check_output(str(out), make_folder=True)
     seeds = list(range(args.seeds))
     result = run_benchmark(split, methods=args.methods, shots=args.shots, seeds=seeds, protocol=args.protocol,
                            progress=not args.quiet)
     print(f"\n## {split} ({result.space}), protocol {args.protocol}, {len(seeds)} seed(s): Spearman rho per test device\n")
     print(result.table())
-    out = Path(args.out or f"results/benchmark_{split}_{args.protocol}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_result(result, out)
     print(f"\nwrote {out}")
     if len(args.shots) > 1 and not args.no_plot:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import non_negative_int, positive_int
+from .common import check_output, non_negative_int, positive_int
 
 
 def add_parser(sub, common):
@@ -26,6 +26,8 @@ def add_parser(sub, common):
 
 
 def run(args) -> int:
+    check_output(args.out, folder=True, make_folder=True)
+
     from ..demo import format_report, run_demo
 
     report = run_demo(args.space, shots=args.shots, n_test=args.test, seed=args.seed, threads=args.threads,

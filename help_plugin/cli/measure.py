@@ -1,7 +1,8 @@
 """``help-nas measure``: time architectures on this machine, or on a device farm, into the measurement store."""
 from __future__ import annotations
 
-from .common import csv_list, emit, measurable_spaces, non_negative_int, positive_float, positive_int, read_archs
+from .common import (check_output, csv_list, emit, measurable_spaces, non_negative_int, parse_archs, positive_float,
+                     positive_int)
 
 #: Backend-specific options: option -> the backend it applies to.
 BACKEND_OPTIONS = {"torch_device": "torch", "dtype": "torch", "precision": "openvino"}
@@ -50,13 +51,15 @@ def add_parser(sub, common):
 
 
 def run(args) -> int:
+    check_output(args.export, "--export", make_folder=True)
+
     import numpy as np
 
     from ..measure import MeasurementStore, local_device, measure_archs
     from ..spaces import get_space
 
     space = get_space(args.space)
-    archs = space.to_indices(read_archs(args.archs) if args.archs else space.sample(args.random, args.seed))
+    archs = space.to_indices(parse_archs(space, args.archs) if args.archs else space.sample(args.random, args.seed))
     if args.with_references:
         from ..predictors import HELPEstimator
 

@@ -1,7 +1,7 @@
 """``help-nas meta-train``: meta-train a predictor on a device pool and save it."""
 from __future__ import annotations
 
-from .common import METHODS_HELP, csv_list, emit, positive_int, read_archs, spaces
+from .common import METHODS_HELP, check_output, csv_list, emit, positive_int, read_archs, spaces
 
 
 def add_parser(sub, common):
@@ -10,7 +10,8 @@ def add_parser(sub, common):
     p = sub.add_parser("meta-train", parents=[common["quiet"]], help="meta-train a predictor on a device pool and save it",
                        description="Meta-train on HELP's data (or a tidy CSV/Parquet of your own measurements: "
                                    "columns space, arch, device, latency_ms) and save a safetensors model.")
-    p.add_argument("--space", choices=spaces())
+    p.add_argument("--space", choices=spaces(), help="search space (default: the --split's, or the --measurements "
+                                                    "table's)")
     p.add_argument("--split", choices=sorted(SPLITS), help="named device split (default: the space's HELP split)")
     p.add_argument("--train-devices", help="comma-separated meta-training devices (overrides --split)")
     p.add_argument("--valid-devices", help="comma-separated meta-validation devices")
@@ -25,11 +26,15 @@ def add_parser(sub, common):
 
 
 def run(args) -> int:
+    check_output(args.out)
+
     from ..data import get_split, load_help_data, load_measurements
     from ..predictors import HELPEstimator
 
     split = get_split(args.split) if args.split else None
     space = args.space or (split.space if split else None)
+    if space is None and args.measurements:
+        space = load_measurements(args.measurements).space.name  # the table's only space
     if space is None:
         raise ValueError("give --space or --split")
     if args.measurements:

@@ -1,7 +1,7 @@
 """``help-nas predict``: latencies (ms) of architectures with an adapted model."""
 from __future__ import annotations
 
-from .common import emit, read_archs
+from .common import check_output, emit, parse_archs
 
 
 def add_parser(sub, common):
@@ -14,11 +14,16 @@ def add_parser(sub, common):
 
 
 def run(args) -> int:
+    check_output(args.out, make_folder=True)
+
     from ..predictors import LatencyEstimator
 
     est = LatencyEstimator.load(args.model)
-    archs = read_archs(args.archs)
-    idx = est.space.to_indices(archs)
+    if not est.is_fitted:
+        raise ValueError(f"--model {args.model} is not adapted to a device yet: adapt it with 'help-nas adapt --model "
+                         f"{args.model} --measurements TABLE --device NAME --out ADAPTED.safetensors' (or, on this "
+                         "machine, --device local-cpu)")
+    idx = parse_archs(est.space, args.archs)
     pred = est.predict(idx)
     emit([{"arch": est.space.format(i), "latency_ms": round(float(p), 4)} for i, p in zip(idx, pred)], args.out)
     return 0

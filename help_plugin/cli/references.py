@@ -1,7 +1,7 @@
 """``help-nas references``: the reference architectures a new device must time first."""
 from __future__ import annotations
 
-from .common import emit, load_estimator, spaces
+from .common import check_output, emit, load_estimator, spaces
 
 
 def add_parser(sub, common):
@@ -13,6 +13,7 @@ def add_parser(sub, common):
 
 
 def run(args) -> int:
+    check_output(args.out, make_folder=True)
     est = load_estimator(args.model, args.space)
     emit({"space": est.space.name, "reference_archs": est.reference_archs}, args.out)
     return 0

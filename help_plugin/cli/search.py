@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from .common import (
+    check_output,
     emit,
+    fraction,
     measurable_spaces,
     non_negative_int,
     positive_float,
@@ -28,13 +30,15 @@ def add_parser(sub, common):
     p.add_argument("--cycles", type=positive_int, default=60, help="evolution cycles (default 60)")
     p.add_argument("--verify-top", type=positive_int, default=4,
                    help="best-scoring candidates measured before picking the winner (default 4)")
-    p.add_argument("--budget-use", type=float, default=0.9,
+    p.add_argument("--budget-use", type=fraction, default=0.9,
                    help="the least share of the limit the winner should use (default 0.9: a network measured "
                         "within 10 %% below the limit); 0 accepts any network under it")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    check_output(args.out, make_folder=True)
+
     from ..measure import MeasurementStore, TorchEagerDevice
     from ..measure.adapt import adapt_on_device
     from ..predictors import HELPEstimator
@@ -44,6 +48,10 @@ def run(args) -> int:
     device = TorchEagerDevice(args.space, threads=args.threads, seed=args.seed)
     if args.model:
         est = HELPEstimator.load(args.model)
+        if not est.is_fitted:
+            raise ValueError(f"--model {args.model} is not adapted to a device yet: adapt it to this machine with "
+                             f"'help-nas adapt --model {args.model} --device local-cpu --out ADAPTED.safetensors', "
+                             "or omit --model")
     else:
         est = adapt_on_device(args.space, device, MeasurementStore(args.store), shots=args.shots, seed=args.seed,
                               progress=not args.quiet)

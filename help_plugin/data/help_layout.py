@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import DataFileError
 from ..spaces import get_space
 from .dataset import LatencyDataset
 
@@ -44,15 +46,23 @@ def load_pt(path: Path, numpy_scalars: bool = False) -> Any:
 
     if not path.exists():
         raise FileNotFoundError(f"missing data file {path} (set {DATA_DIR_ENV} to HELP's data/ folder)")
-    if not numpy_scalars:
-        return torch.load(path, weights_only=True)
-    allowed = [np.dtype, type(np.dtype(np.int64))]
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not one of HELP's data files")
+    allowed = []
+    if numpy_scalars:
+        allowed = [np.dtype, type(np.dtype(np.int64))]
+        try:
+            allowed.append((np._core.multiarray.scalar, "numpy.core.multiarray.scalar"))
+        except AttributeError:  # numpy < 2
+            allowed.append(np.core.multiarray.scalar)
     try:
-        allowed.append((np._core.multiarray.scalar, "numpy.core.multiarray.scalar"))
-    except AttributeError:  # numpy < 2
-        allowed.append(np.core.multiarray.scalar)
-    with torch.serialization.safe_globals(allowed):
-        return torch.load(path, weights_only=True)
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, weights_only=True)
+    except (EOFError, pickle.UnpicklingError, RuntimeError, ValueError) as err:
+        # never retried with weights_only=False: that would run whatever code the file holds
+        what = "an empty file" if path.stat().st_size == 0 else f"truncated, corrupt or not such a file ({type(err).__name__})"
+        raise DataFileError(f"{path} is not a readable data file of HELP's layout: {what}; restore it from HELP's "
+                            "data") from None
 
 
 def help_devices(space: str, root: str | Path | None = None) -> list[str]:

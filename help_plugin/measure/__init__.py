@@ -25,10 +25,10 @@ from .export import export_archs, read_manifest
 from .farm import FarmError, RayFarm
 from .onnxruntime import OnnxRuntimeDevice
 from .openvino import OpenVinoDevice
-from .store import MeasurementStore, StoreError, default_store_path, measure_archs
+from .store import MeasurementInterrupted, MeasurementStore, StoreError, default_store_path, measure_archs
 from .torch_eager import TorchEagerDevice
 
 __all__ = ["Device", "LocalDevice", "Measurements", "BACKENDS", "available_backends", "local_device",
            "register_backend", "TorchEagerDevice", "OnnxRuntimeDevice", "OpenVinoDevice", "CallableDevice",
-           "set_steady_heap", "MeasurementStore", "StoreError", "default_store_path", "measure_archs", "export_archs",
-           "read_manifest", "RayFarm", "FarmError"]
+           "set_steady_heap", "MeasurementStore", "MeasurementInterrupted", "StoreError", "default_store_path",
+           "measure_archs", "export_archs", "read_manifest", "RayFarm", "FarmError"]

@@ -8,8 +8,9 @@ from .store import MeasurementStore, measure_archs
 
 
 def adapt_on_device(space: str, device: Device, store: MeasurementStore | None = None, shots: int = 10,
-                    seed: int = 0, progress: bool = False):
-    """The shipped ``space`` model adapted to ``device`` from its reference archs + ``shots`` random ones.
+                    seed: int = 0, progress: bool = False, estimator=None):
+    """The shipped ``space`` model (or ``estimator``, a meta-trained HELPEstimator of that space) adapted to
+    ``device`` from its reference archs + ``shots`` random ones.
 
     Measurements go through ``store`` (nothing is measured twice); returns the adapted
     :class:`~help_plugin.predictors.HELPEstimator`.
@@ -18,7 +19,12 @@ def adapt_on_device(space: str, device: Device, store: MeasurementStore | None =
 
     if not isinstance(shots, (int, np.integer)) or shots < 0:
         raise ValueError(f"shots must be an int >= 0, got {shots!r}")
-    est = HELPEstimator.pretrained(space, device=device.device_id)
+    if estimator is None:
+        est = HELPEstimator.pretrained(space, device=device.device_id)
+    elif estimator.space.name != device.space.name:
+        raise ValueError(f"the model predicts space {estimator.space.name!r}, the device measures {device.space.name!r}")
+    else:
+        est, est.device = estimator, device.device_id
     refs = est.reference_indices
     few = est.space.sample(shots, seed)
     ms, _ = measure_archs(device, np.concatenate([refs, few]), store, progress=progress)

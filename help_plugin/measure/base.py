@@ -62,6 +62,17 @@ class Device(abc.ABC):
         """The timing protocol (part of the store key): results taken under other settings are not reused."""
         return ""
 
+    @property
+    def persistent_id(self) -> bool:
+        """Whether :attr:`device_id` names this device in every process (required to use a measurement store)."""
+        return True
+
+    @property
+    def fingerprint(self) -> str:
+        """What the store checks besides :attr:`device_id` ("" for nothing): a device whose id is a user-chosen
+        name has one, so that another device under the same name is detected instead of served its results."""
+        return ""
+
     @abc.abstractmethod
     def measure(self, archs: Any, progress: bool = False) -> Measurements:
         """Time ``archs`` (any form the space accepts, or indices ``[n, arch_length]``)."""

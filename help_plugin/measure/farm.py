@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import DeviceError
 from ..spaces import SearchSpace, get_space
 from .store import MeasurementStore
 
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 RESOURCE_PREFIX = "device:"
 
 
-class FarmError(RuntimeError):
+class FarmError(DeviceError):
     """A device has no host left, its hosts disagree on what they are, or a chunk keeps killing its hosts."""
 
     def __init__(self, message: str, results: dict | None = None):

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import DeviceError
 from .base import LocalDevice, cpu_name, register_backend
 from .torch_eager import prepare
 
@@ -50,7 +51,7 @@ class OnnxRuntimeDevice(LocalDevice):
             import onnx  # noqa: F401  (the exporter needs it)
             import onnxruntime  # noqa: F401
         except ImportError as err:
-            raise RuntimeError(f"the onnxruntime backend needs onnxruntime and onnx: pip install 'help-plugin[onnx]' "
+            raise DeviceError(f"the onnxruntime backend needs onnxruntime and onnx: pip install 'help-plugin[onnx]' "
                                f"({err})") from None
 
     @contextlib.contextmanager

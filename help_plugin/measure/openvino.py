@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import DeviceError
 from .base import LocalDevice, cpu_name, register_backend
 from .onnxruntime import to_onnx
 from .torch_eager import prepare
@@ -42,8 +43,8 @@ class OpenVinoDevice(LocalDevice):
             import onnx  # noqa: F401  (the exporter needs it)
             import openvino  # noqa: F401
         except ImportError as err:
-            raise RuntimeError(f"the openvino backend needs openvino and onnx: pip install 'help-plugin[openvino]' "
-                               f"({err})") from None
+            raise DeviceError(f"the openvino backend needs openvino and onnx: pip install 'help-plugin[openvino]' "
+                              f"({err})") from None
 
     def _ov_core(self):
         if self._core is None:

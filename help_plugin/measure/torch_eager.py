@@ -5,6 +5,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import DeviceError
 from .base import LocalDevice, cpu_name, register_backend
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -64,7 +65,7 @@ class TorchEagerDevice(LocalDevice):
         import torch
 
         if self.torch_device != "cpu" and not torch.cuda.is_available():
-            raise RuntimeError(f"torch_device={self.torch_device!r} requested but torch.cuda.is_available() is False "
+            raise DeviceError(f"torch_device={self.torch_device!r} requested but torch.cuda.is_available() is False "
                                f"(torch {torch.__version__})")
 
     def _runner(self, row: np.ndarray) -> Callable[[], Any]:

@@ -25,12 +25,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, check_tensors, load_checkpoint, rebuilding, save_checkpoint
+from ..errors import HelpPluginError
 from ..spaces import SearchSpace, get_space
 from ..validation import check_latencies, check_same_length
 
 
-class NotFittedError(RuntimeError):
+class NotFittedError(HelpPluginError, RuntimeError):
     """Raised when ``predict`` is called before the estimator was adapted/fitted."""
 
 
@@ -151,16 +152,20 @@ class LatencyEstimator(abc.ABC):
         target = ESTIMATOR_KINDS.get(kind) if isinstance(kind, str) else None
         if target is None or not issubclass(target, cls):
             raise CheckpointError(f"{path} holds a {kind!r}, not a {cls.__name__}")
-        try:
+        with rebuilding(path, kind):
             space_meta = meta["space"]
             space = get_space(space_meta["name"], **space_meta.get("params", {}))
             est = target(space=space, **meta.get("params", {}))
-            est._set_state(meta, tensors)
-        except CheckpointError:
-            raise
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
-            raise CheckpointError(f"{path} is an incomplete or incompatible {kind} checkpoint: {err}") from err
+            est._restore(path, meta, tensors)
         return est
+
+    def _restore(self, path, meta: dict, tensors: dict) -> None:
+        """:meth:`_set_state`, then a :class:`CheckpointError` unless ``tensors`` are what :meth:`_expected_tensors`
+        declares."""
+        self._set_state(meta, tensors)
+        expected = self._expected_tensors(meta, tensors)
+        if expected is not None:
+            check_tensors(path, tensors, expected)
 
     def _get_state(self) -> tuple[dict, dict]:
         """``(JSON-able meta, tensors)`` of what ``fit``/``meta_fit`` learned (empty if nothing yet)."""
@@ -169,3 +174,9 @@ class LatencyEstimator(abc.ABC):
     def _set_state(self, meta: dict, tensors: dict) -> None:
         """Inverse of :meth:`_get_state` on a freshly constructed estimator."""
         raise NotImplementedError(f"{type(self).__name__} cannot be loaded")
+
+    def _expected_tensors(self, meta: dict, tensors: dict) -> dict | None:
+        """The tensors a checkpoint of this estimator must hold, ``name -> (shape, dtype)`` (``None``: a tensor
+        whose shape is not declared), built from the parameters, the space and ``meta`` after :meth:`_set_state`
+        (modules built from parameters give their own shapes). ``None``: nothing declared."""
+        return None

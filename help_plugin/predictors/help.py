@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..checkpoint import FORMAT_1, CheckpointError, load_checkpoint
+from ..checkpoint import FORMAT_1, CheckpointError, load_checkpoint, rebuilding
 from ..data import LatencyDataset, get_split, load_help_data
 from ..spaces import SearchSpace, get_space
 from ..validation import check_latencies, check_reference_spread, check_same_length
@@ -249,6 +249,24 @@ class HELPEstimator(LatencyEstimator):
             self.head_ = learner_cls.head_class.from_state(sub_state(tensors, "head."))
             self.n_measurements_ = int(meta["n_measurements"])
 
+    def _expected_tensors(self, meta, tensors):
+        learner = self.meta_model
+        spec = {f"learner.{k}": v for k, v in learner.expected_state(sub_state(tensors, "learner.")).items()}
+        if self.is_fitted:
+            n_ref, length = len(learner.reference_indices), self.space.arch_length
+            if self.reference_latencies_ms_ is not None:
+                spec["reference_latencies_ms"] = ((n_ref,), torch.float64)
+            if self.shot_latencies_ms_ is not None:
+                k = len(self.shot_latencies_ms_)
+                spec.update({"shot_indices": ((k, length), torch.int64), "shot_latencies_ms": ((k,), torch.float64)})
+            # the head must be what adapt() makes from the stored measurements (any learner's head, shapes only)
+            ref = self.reference_latencies_ms_ if self.reference_latencies_ms_ is not None else np.linspace(1, 2, n_ref)
+            shots = ((self.shot_indices_, self.shot_latencies_ms_) if self.shot_latencies_ms_ is not None
+                     else (np.zeros((0, length), np.int64), np.zeros(0)))
+            template = learner.adapt(ref, *shots).state()
+            spec.update({f"head.{k}": (tuple(v.shape), v.dtype) for k, v in template.items()})
+        return spec
+
     @classmethod
     def load(cls, path: str | Path) -> "HELPEstimator":
         meta, tensors = load_checkpoint(path)
@@ -261,13 +279,12 @@ class HELPEstimator(LatencyEstimator):
         """Checkpoints of help-plugin 0.1 (``help-plugin/1``: no constructor parameters, no space settings)."""
         if meta.get("kind") != "HELPEstimator" or meta.get("method") not in METHODS:
             raise CheckpointError(f"{path} holds a {meta.get('kind')!r}/{meta.get('method')!r}, not a HELPEstimator")
-        try:
+        with rebuilding(path, "HELPEstimator"):
             est = cls(meta["space"], method=meta["method"], device=meta.get("device"))
             learner_meta = {**meta["learner"], "train_devices": meta["train_devices"],
                             "valid_devices": meta["valid_devices"], "meta_train_seconds": meta.get("meta_train_seconds")}
-            tensors = {**tensors, "learner.reference_indices": tensors["reference_indices"]}
-            est._set_state({"learner": learner_meta, "adapted": bool(meta.get("adapted")),
-                            "n_measurements": meta.get("n_measurements")}, tensors)
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
-            raise CheckpointError(f"{path} is an incomplete or incompatible HELPEstimator checkpoint: {err}") from err
+            tensors = {**{k: v for k, v in tensors.items() if k != "reference_indices"},
+                       "learner.reference_indices": tensors["reference_indices"]}
+            state = {"learner": learner_meta, "adapted": bool(meta.get("adapted")), "n_measurements": meta.get("n_measurements")}
+            est._restore(path, state, tensors)
         return est

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable
 
 import numpy as np
@@ -104,8 +105,31 @@ def scalar_mlp(sizes: list[int], seed: int) -> nn.Sequential:
     return nn.Sequential(*mlp(sizes), nn.Flatten(0))
 
 
+#: Scale of the smooth floor of :func:`positive_ms`, as a fraction of a device's latency scale.
+FLOOR_FRACTION = 1e-3
+
+
+def positive_ms(ms: torch.Tensor, scale_ms: float) -> torch.Tensor:
+    """Predicted ``ms`` mapped strictly increasingly onto ``(0, inf)``: ``(x + sqrt(x^2 + 4 e^2)) / 2``.
+
+    The smooth floor of the predictors that are linear in ms (whose extrapolation can cross 0 far from
+    the measured architectures), with ``e`` the power of two nearest ``FLOOR_FRACTION * scale_ms``
+    (``scale_ms``: a latency the device really has, e.g. its fastest reference; a power of two, so that
+    the two branches below meet exactly at 0). Increasing (strictly, up to float rounding), so the
+    ranking is kept; a prediction ``x >= scale_ms`` moves by a relative ``(e / x)^2 <= 2e-6``; ``x <= 0``
+    maps into ``(0, e]``. Computed without cancellation on either side of 0, differentiable everywhere.
+    """
+    e = 2.0 ** round(math.log2(FLOOR_FRACTION * float(scale_ms)))
+    below, above = ms.clamp(max=0), ms.clamp(min=0)
+    low = 2 * e * e / (torch.sqrt(below * below + 4 * e * e) - below)
+    return torch.where(ms < 0, low, (above + torch.sqrt(above * above + 4 * e * e)) / 2)
+
+
 class LogTarget:
     """Standardised log-latency ``z = (log ms - mean) / std`` with the given samples' moments."""
+
+    #: Shape and dtype of :meth:`state` (for checkpoint validation).
+    SPEC = ((2,), torch.float64)
 
     def __init__(self, mean: float, std: float):
         self.mean, self.std = float(mean), float(std)
@@ -149,6 +173,11 @@ class Standardiser:
     @classmethod
     def from_state(cls, tensors: dict, prefix: str) -> "Standardiser":
         return cls(tensors[f"{prefix}mean"].numpy(), tensors[f"{prefix}std"].numpy())
+
+    @staticmethod
+    def spec(prefix: str, dim: int) -> dict:
+        """The expected ``name -> (shape, dtype)`` of :meth:`state` for ``dim`` features."""
+        return {f"{prefix}mean": ((dim,), torch.float32), f"{prefix}std": ((dim,), torch.float32)}
 
 
 def check_pool(space, data, train_devices, valid_devices, arch_rows) -> tuple[tuple[str, ...], np.ndarray]:

@@ -5,9 +5,9 @@ on the target device's measurements, ``predict(archs) -> np.ndarray[float64] [n]
 that learn from a device pool also have ``meta_fit(data, train_devices, valid_devices=(), *,
 arch_rows=None, progress=False)``; the pool is ``train_devices`` plus ``valid_devices``.
 
-* :class:`FLOPsEstimator` (``"flops"``): ms = a * FLOPs + b.
+* :class:`FLOPsEstimator` (``"flops"``): ms = exp(b) * FLOPs ** a (a power law, fit in log space).
 * :class:`ClosestDeviceEstimator` (``"closest-device"``): the pool device whose (predicted)
-  latencies rank-correlate best with the target's samples, mapped linearly to the target.
+  latencies rank-correlate best with the target's samples, mapped to the target by a power law.
 * :class:`ScratchMLPEstimator` (``"scratch-mlp"``): an MLP trained on the few samples only.
 * :class:`BRPGCNEstimator` (``"brp-gcn"``): BRP-NAS's GCN latency predictor trained on many
   (``default_shots = 900``) samples of the target device only.

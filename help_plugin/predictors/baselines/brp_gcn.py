@@ -9,6 +9,7 @@ from torch import nn
 
 from ...spaces import SearchSpace
 from ..base import LatencyEstimator
+from ...checkpoint import module_spec
 from ..learners.base import sub_state
 from ..training import LogTarget, batched, fit_regressor
 
@@ -84,6 +85,9 @@ class BRPGCNEstimator(LatencyEstimator):
             return {}, {}
         return {"n_measurements": self.n_measurements_}, {
             **{f"net.{k}": v for k, v in self.net_.state_dict().items()}, "target": self.target_.state()}
+
+    def _expected_tensors(self, meta, tensors):
+        return {**module_spec("net.", self.net_), "target": LogTarget.SPEC} if self.is_fitted else {}
 
     def _set_state(self, meta, tensors) -> None:
         if "target" in tensors:

@@ -1,4 +1,4 @@
-"""Closest pool device: the pool device whose latencies rank like the target's, mapped linearly to it."""
+"""Closest pool device: the pool device whose latencies rank like the target's, mapped to it by a power law."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from ...checkpoint import CheckpointError
 from ...data import LatencyDataset
 from ...spaces import SearchSpace
 from ..base import LatencyEstimator, NotFittedError
@@ -25,7 +26,8 @@ class ClosestDeviceEstimator(LatencyEstimator):
     predicting every pool device's latency; ``pool_options`` are its ``PoolBasisConfig`` fields) as
     ``meta_model``. ``fit`` ranks the pool devices by the Spearman correlation of their predicted
     latencies with the target samples, keeps the best (``closest_device_``) and maps its predicted ms
-    to the target by least squares ``a * ms + b``.
+    to the target in log space, ``log ms = a * log pool_ms + b`` by least squares: a power law, so the
+    predictions are > 0 ms and, with ``a > 0``, rank as the closest device's.
 
     Fitted attributes: ``closest_device_``, ``closest_index_``, ``device_rho_``, ``coef_``,
     ``intercept_``, ``n_measurements_``.
@@ -62,18 +64,18 @@ class ClosestDeviceEstimator(LatencyEstimator):
         self.device_rho_ = dict(zip(learner.pool_devices, rho.tolist()))
         self.closest_index_ = int(np.argmax(rho))
         self.closest_device_ = learner.pool_devices[self.closest_index_]
-        x = pool[:, self.closest_index_]
-        (coef, intercept), *_ = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), ms, rcond=None)
+        x = np.log(pool[:, self.closest_index_])
+        (coef, intercept), *_ = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), np.log(ms), rcond=None)
         self.coef_, self.intercept_ = float(coef), float(intercept)
         self.n_measurements_ = len(ms)
         log.debug("closest device %s (rho %.3f)", self.closest_device_, rho[self.closest_index_])
         return self
 
     def predict(self, archs: Any) -> np.ndarray:
-        """Predicted ms ``[n]`` (float64)."""
+        """Predicted ms ``[n]`` (float64, > 0)."""
         self._check_fitted()
-        return self.coef_ * self._learner().pool_ms(self.space.to_indices(archs))[:, self.closest_index_] \
-            + self.intercept_
+        pool_ms = self._learner().pool_ms(self.space.to_indices(archs))[:, self.closest_index_]
+        return np.exp(self.coef_ * np.log(pool_ms) + self.intercept_)
 
     def _get_state(self):
         meta, tensors = {}, {}
@@ -84,15 +86,30 @@ class ClosestDeviceEstimator(LatencyEstimator):
         if self.is_fitted:
             meta.update({"n_measurements": self.n_measurements_, "closest_index": self.closest_index_,
                          "device_rho": self.device_rho_})
-            tensors["coef_intercept"] = torch.tensor([self.coef_, self.intercept_], dtype=torch.float64)
+            tensors["log_coef_intercept"] = torch.tensor([self.coef_, self.intercept_], dtype=torch.float64)
         return meta, tensors
+
+    def _expected_tensors(self, meta, tensors):
+        spec = {}
+        if self.meta_model is not None:
+            learner = self.meta_model.expected_state(sub_state(tensors, "learner."))
+            spec.update({f"learner.{k}": v for k, v in learner.items()})
+        if self.is_fitted:
+            spec["log_coef_intercept"] = ((2,), torch.float64)
+        return spec
 
     def _set_state(self, meta, tensors) -> None:
         if "learner" in meta:
             self.meta_model = PoolBasisLearner.from_state(self.space, meta["learner"], sub_state(tensors, "learner."))
         if "coef_intercept" in tensors:
-            self.coef_, self.intercept_ = tensors["coef_intercept"].tolist()
+            raise CheckpointError("this ClosestDeviceEstimator was saved by an earlier help-plugin (a linear map in ms, "
+                                  "which can predict <= 0 ms); fit it again")
+        if "log_coef_intercept" in tensors:
+            self.coef_, self.intercept_ = tensors["log_coef_intercept"].tolist()
             self.closest_index_ = int(meta["closest_index"])
+            if not 0 <= self.closest_index_ < len(self.meta_model.pool_devices):
+                raise CheckpointError(f"closest_index {self.closest_index_} is not one of the "
+                                      f"{len(self.meta_model.pool_devices)} pool devices")
             self.closest_device_ = self.meta_model.pool_devices[self.closest_index_]
             self.device_rho_ = dict(meta["device_rho"])
             self.n_measurements_ = int(meta["n_measurements"])

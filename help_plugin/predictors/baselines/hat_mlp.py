@@ -17,8 +17,9 @@ from ...spaces.hat import (
     HEADS,
 )
 from ..base import LatencyEstimator
+from ...checkpoint import module_spec
 from ..learners.base import sub_state
-from ..training import batched, fit_regressor, scalar_mlp
+from ..training import batched, fit_regressor, positive_ms, scalar_mlp
 
 #: HAT's default ``--feature-norm`` (latency_predictor.py and every WMT config).
 HAT_FEATURE_NORM = (640.0, 6.0, 2048.0, 6.0, 640.0, 6.0, 2048.0, 6.0, 6.0, 2.0)
@@ -61,8 +62,12 @@ class HATMLPEstimator(LatencyEstimator):
     ``10 -> hidden_dim -> (hidden_layer_num x hidden_dim) -> 1`` with ReLU, trained with Adam
     (``lr``) and MSE for ``train_steps`` steps on random batches of ``bsz`` — HAT's defaults.
     ``lat_norm=None`` uses the largest training latency (HAT sets 200-300 ms by hand per device).
-    HAT trains on 80 % of ~2,000 measurements; here ``fit`` uses every measurement it is given.
-    Fitted attributes: ``net_``, ``lat_norm_`` (ms), ``n_measurements_``.
+    HAT trains on 80 % of ~2,000 measurements; here ``fit`` uses every measurement it is given. HAT's
+    MLP is unconstrained and can extrapolate to <= 0 ms far from the data: its output passes the smooth
+    positive floor :func:`~help_plugin.predictors.training.positive_ms` at 1/1000 of the fastest
+    training latency (the ranking is kept; predictions above that latency move by a relative <= 2e-6).
+    Fitted attributes: ``net_``, ``lat_norm_`` (ms), ``min_ms_`` (the fastest training latency),
+    ``n_measurements_``.
     """
 
     def __init__(self, space: str | SearchSpace = "hat", feature_norm: Sequence[float] = HAT_FEATURE_NORM,
@@ -96,6 +101,7 @@ class HATMLPEstimator(LatencyEstimator):
         self._check_params()
         idx, ms = self._fit_inputs(archs, latencies_ms)
         self.lat_norm_ = float(self.lat_norm or ms.max())
+        self.min_ms_ = float(ms.min())
         self.net_ = self._net()
         fit_regressor(self.net_, self._x(idx), torch.tensor(ms / self.lat_norm_, dtype=torch.float32),
                       self.train_steps, self.lr, batch_size=self.bsz, seed=self.seed, sample="permutation")
@@ -103,15 +109,19 @@ class HATMLPEstimator(LatencyEstimator):
         return self
 
     def predict(self, archs: Any) -> np.ndarray:
-        """Predicted ms ``[n]`` (float64; HAT's MLP is unconstrained, so it can be <= 0 far from the data)."""
+        """Predicted ms ``[n]`` (float64, > 0)."""
         self._check_fitted()
-        return batched(lambda i: self.net_(self._x(i)), self.space.to_indices(archs)) * self.lat_norm_
+        return batched(lambda i: positive_ms(self.net_(self._x(i)).double() * self.lat_norm_, self.min_ms_),
+                       self.space.to_indices(archs))
 
     def _get_state(self):
         if not self.is_fitted:
             return {}, {}
-        return {"n_measurements": self.n_measurements_, "lat_norm_ms": self.lat_norm_}, {
+        return {"n_measurements": self.n_measurements_, "lat_norm_ms": self.lat_norm_, "min_ms": self.min_ms_}, {
             f"net.{k}": v for k, v in self.net_.state_dict().items()}
+
+    def _expected_tensors(self, meta, tensors):
+        return module_spec("net.", self.net_) if self.is_fitted else {}
 
     def _set_state(self, meta, tensors) -> None:
         if "n_measurements" in meta:
@@ -119,4 +129,5 @@ class HATMLPEstimator(LatencyEstimator):
             self.net_.load_state_dict(sub_state(tensors, "net."))
             self.net_.eval()
             self.lat_norm_ = float(meta["lat_norm_ms"])
+            self.min_ms_ = float(meta.get("min_ms", self.lat_norm_))  # absent before predictions were floored
             self.n_measurements_ = int(meta["n_measurements"])

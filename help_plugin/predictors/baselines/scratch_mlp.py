@@ -7,6 +7,7 @@ import numpy as np
 
 from ...spaces import SearchSpace
 from ..base import LatencyEstimator
+from ...checkpoint import module_spec
 from ..learners.base import sub_state
 from ..training import LogTarget, Standardiser, batched, fit_regressor, scalar_mlp
 
@@ -49,6 +50,12 @@ class ScratchMLPEstimator(LatencyEstimator):
         return {"n_measurements": self.n_measurements_}, {
             **{f"net.{k}": v for k, v in self.net_.state_dict().items()}, **self.encoding_.state("enc_"),
             "target": self.target_.state()}
+
+    def _expected_tensors(self, meta, tensors):
+        if not self.is_fitted:
+            return {}
+        return {**module_spec("net.", self.net_), **Standardiser.spec("enc_", self.space.encoding_dim),
+                "target": LogTarget.SPEC}
 
     def _set_state(self, meta, tensors) -> None:
         if "target" in tensors:

@@ -12,6 +12,7 @@ from torch import nn
 from ...data import LatencyDataset
 from ...spaces import SearchSpace
 from ..base import LatencyEstimator, NotFittedError
+from ...checkpoint import module_spec
 from ..learners.base import sub_state
 from ..nets import mlp
 from ..training import LogTarget, Standardiser, batched, check_pool, moments, train_adam
@@ -146,6 +147,16 @@ class TransferEmbeddingEstimator(LatencyEstimator):
                             "target": self.target_.state(),
                             **{f"head.{k}": v for k, v in self.head_.state_dict().items()}})
         return meta, tensors
+
+    def _expected_tensors(self, meta, tensors):
+        spec = {}
+        if self.meta_model is not None:
+            spec.update({**module_spec("table.net.", self.meta_model.net),
+                         **Standardiser.spec("table.enc_", self.space.encoding_dim)})
+        if self.is_fitted:
+            spec.update({"embedding": ((self.embed_dim,), torch.float32), "affine": ((2,), torch.float32),
+                         "target": LogTarget.SPEC, **module_spec("head.", self.head_)})
+        return spec
 
     def _set_state(self, meta, tensors) -> None:
         if "table" in meta:

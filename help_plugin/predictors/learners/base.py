@@ -132,6 +132,20 @@ class MetaLearner(abc.ABC):
         self._from_state(meta, tensors)
         return self
 
+    def expected_state(self, tensors: dict) -> dict:
+        """What :meth:`state` of this learner (as loaded) must hold: ``name -> (shape, dtype)``, built from its
+        config and space (``None``: a tensor of ``tensors``, the learner's part of a checkpoint, whose shape this
+        learner does not declare; ``None`` in a shape: any size, e.g. the number of reference architectures)."""
+        declared = self._expected_state()
+        spec = {"reference_indices": ((None, self.space.arch_length), torch.int64)}
+        if declared is None:
+            return {**{k: None for k in tensors}, **spec}
+        return {**spec, **declared}
+
+    def _expected_state(self) -> dict | None:
+        """Algorithm-specific part of :meth:`expected_state` (default ``None``: not declared)."""
+        return None
+
     @abc.abstractmethod
     def _state(self) -> tuple[dict, dict[str, torch.Tensor]]:
         """Algorithm-specific part of :meth:`state`."""

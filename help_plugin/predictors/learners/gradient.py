@@ -5,7 +5,8 @@ is the device's reference latencies min-max normalised (Eq. 3), and the z modula
 adapts the initial parameters to the device (``theta * z`` for weights, ``theta + z`` for biases). A
 device adapts by a few inner gradient steps on its reference + few-shot measurements with Meta-SGD's
 learned per-parameter learning rates (``torch.func.functional_call``). Training is episodic with
-meta-validation model selection; targets are min-max normalised with the reference latencies.
+meta-validation model selection; targets are min-max normalised with the reference latencies (as in
+the paper); predictions pass a smooth positive floor, so they are > 0 ms everywhere and keep their ranking.
 
 * :class:`HELPLearner` (``"help"``): all of the above.
 * :class:`MetaSGDLearner` (``"meta-sgd"``): no hardware embedding and no z modulator.
@@ -23,9 +24,10 @@ import torch
 from scipy.stats import spearmanr
 from torch.func import functional_call
 
+from ...checkpoint import module_spec
 from ...validation import check_reference_spread
 from ..nets import HardwareConditionedNet, ZModulator
-from ..training import Standardiser, progress_bar
+from ..training import Standardiser, positive_ms, progress_bar
 from .base import DeviceHead, LearnerConfig, MetaLearner, sub_state
 
 log = logging.getLogger(__name__)
@@ -189,14 +191,17 @@ class GradientMetaLearner(MetaLearner):
         return GradientHead({n: p.detach() for n, p in params.items()}, hw, lo, span)
 
     def _forward(self, head: GradientHead, encoding: torch.Tensor) -> torch.Tensor:
+        """ms (float64): the normalised output scaled back with the reference min-max, then the smooth
+        positive floor (:func:`~help_plugin.predictors.training.positive_ms` at 1/1000 of the fastest
+        reference): the paper's linear targets extrapolate below 0 ms on near-zero-latency devices."""
         x = (encoding - torch.as_tensor(self.encoding.mean)) / torch.as_tensor(self.encoding.std)
-        return functional_call(self.net, head.params, (x, head.hw)) * head.span + head.lo
+        return positive_ms(functional_call(self.net, head.params, (x, head.hw)).double() * head.span + head.lo, head.lo)
 
     def predict(self, head: GradientHead, indices: np.ndarray, return_std: bool = False):
         if return_std:
             raise NotImplementedError(f"method {self.method!r} has no predictive uncertainty")
         with torch.no_grad():
-            return self._forward(head, torch.from_numpy(self.space.encode(indices))).double().numpy()
+            return self._forward(head, torch.from_numpy(self.space.encode(indices))).numpy()
 
     def predict_tensor(self, head: GradientHead, probs: torch.Tensor) -> torch.Tensor:
         costs = self.space.relaxed_costs(probs.to(torch.float64))
@@ -210,6 +215,13 @@ class GradientMetaLearner(MetaLearner):
         if self.modulator is not None:
             tensors.update({f"z.{n}": p.detach() for n, p in self.modulator.state_dict().items()})
         return {}, tensors
+
+    def _expected_state(self):
+        spec = {**Standardiser.spec("enc_", self.space.encoding_dim), **module_spec("net.", self.net),
+                **module_spec("log_lr.", self.log_lr)}
+        if self.modulator is not None:
+            spec.update(module_spec("z.", self.modulator))
+        return spec
 
     def _from_state(self, meta, tensors) -> None:
         self._build(len(self.reference_indices))
