@@ -44,6 +44,7 @@ def _checked(convert, ok, what: str):
 positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 non_negative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")
+unit_interval = _checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
 def spaces() -> list[str]:
