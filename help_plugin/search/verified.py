@@ -52,7 +52,7 @@ class VerifiedSearchResult:
         arch: the winner in the space's canonical form; ``arch_indices``: its index row.
         objective: what the proposer maximised (its ``name``) and the winner's ``score``.
         predicted_ms: the winner's predicted latency (adaptation-time ms); ``bound_ms``: its bound that the
-            proposer compared with the window (adaptation-time ms).
+            proposer compared with the attempt's limit (``search_limits_ms``; adaptation-time ms).
         verify_ms: its measured latency when it was verified (raw).
         measured_ms: the median of its fresh re-measurements (``final_sessions`` sessions).
         constraint_met: ``measured_ms <= latency_limit_ms``.
@@ -68,7 +68,7 @@ class VerifiedSearchResult:
         evaluated: candidates the proposer scored; ``search_seconds``: time spent proposing.
         history: every verified candidate, in order: ``{"attempt", "window_ms", "arch", "score",
             "predicted_ms", "bound_ms", "measured_ms"}`` (``measured_ms`` raw, ``window_ms`` the attempt's
-            window: mean prediction at least its low end, bound at most its high end).
+            window of mean predictions).
         candidates: ``(predicted_ms, bound_ms, score)`` of every proposed candidate (for plots; in
             :meth:`to_dict` only with ``candidates=True``).
     """
