@@ -1,7 +1,7 @@
 """Meta-calibration of the calibrated latency bounds: leave-one-device-out over the shipped splits' pool devices.
 
-    python benchmarks/meta_calibration.py                 # help+ on nasbench201, fbnet, ofa: ~15 min on 2 vCPUs
-                                                          # (~3 min once the LODO models are cached)
+    python benchmarks/meta_calibration.py                 # help+ on nasbench201, fbnet, ofa: 31 min on 2 busy
+                                                          # vCPUs (75 s once the LODO models are cached)
     python benchmarks/meta_calibration.py --method help --out results/calibration_help.json
 
 For every pool device ``p`` (training and validation devices of each space's default split; never a test
