@@ -1,6 +1,6 @@
 """HELP Table 4 with MetaD2A's candidates: latency-constrained selection on the unseen NAS-Bench-201 devices.
 
-    python benchmarks/metad2a_table4.py                 # 20 seeds, margin 1.645 std, HELP's shortlist of 3
+    python benchmarks/metad2a_table4.py                 # 20 seeds, HELP's rule and the 95 % bound, shortlist of 3
     python benchmarks/metad2a_table4.py --shortlist 0   # compare every feasible candidate instead
 
 For each unseen device (HELP's recorded latencies are the oracle) and seed: the shipped help+ model
@@ -8,9 +8,10 @@ is adapted with the 10 reference architectures + 10 random others (neither among
 i.e. 20 target-device measurements. From MetaD2A's 500 CIFAR-100 candidates
 (``nasbench201/arch_generated_by_metad2a.txt``, in MetaD2A's score order, with their NAS-Bench-201
 CIFAR-100 accuracy) it picks an architecture for each constraint twice: HELP's way (prediction <=
-constraint, margin 0) and with the safety margin (prediction + margin x predictive std <= constraint).
+constraint, ``select(confidence=None)``) and with the default, the selection-aware bound at 95 %
+(``select(confidence=0.95)``, :class:`help_plugin.search.LatencyConstraint`).
 Both use HELP's official rule: the first ``--shortlist`` feasible candidates in MetaD2A's order, the
-most accurate of them. Reported per (device, constraint, margin): how often the pick's *true*
+most accurate of them. Reported per (device, constraint, rule): how often the pick's *true*
 latency meets the constraint, its true latency (mean, max), accuracy (mean), predicted latency (mean),
 and, for reference, the pick under the same rule with the true latencies (oracle), the HELP paper's
 Table 4 values, HELP's README values, and HELP's published picks looked up in the data.
@@ -37,6 +38,7 @@ from help_plugin.integrations.metad2a import (
 from help_plugin import HELPEstimator, load_help_data
 from help_plugin.data import default_data_dir
 from help_plugin.predictors import torch_threads
+from help_plugin.search.constraint import describe_rule
 
 #: Constraints (ms) and (latency ms, accuracy %) reported by HELP's GitHub README, Table 4 (all five devices).
 README = {
@@ -82,7 +84,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--shots", type=int, default=10, help="measured architectures besides the 10 references")
-    p.add_argument("--margin", type=float, default=1.645, help="safety margin in predictive stds")
+    p.add_argument("--confidence", type=float, default=0.95, help="of the bound compared with the limit")
     p.add_argument("--shortlist", type=int, default=HELP_SHORTLIST, help="HELP's rule: 3; 0 = all feasible")
     p.add_argument("--out", type=Path, default=Path("results/metad2a_table4.json"))
     args = p.parse_args()
@@ -98,7 +100,7 @@ def main() -> None:
     accuracy = np.array([c.accuracy for c in cands])
     pool = np.setdiff1d(np.arange(len(data)), np.concatenate([data.reference_rows, cand_rows]))
     est = HELPEstimator.pretrained("nasbench201")
-    margins = (0.0, args.margin)
+    confidences = (None, args.confidence)
 
     records, oracle = [], {}
     for device, readme in README.items():
@@ -115,15 +117,15 @@ def main() -> None:
             with torch_threads(1):
                 est.adapt(lat[data.reference_rows], data.archs[few], lat[few])
             for const in constraints:
-                for margin in margins:
-                    rec = {"device": device, "constraint_ms": const, "margin_std": margin, "seed": seed,
+                for confidence in confidences:
+                    rec = {"device": device, "constraint_ms": const, "confidence": confidence, "seed": seed,
                            "measurements": est.n_measurements}
                     try:
-                        s = select(zip(cand_idx, accuracy), est, const, margin=margin, shortlist=shortlist)
+                        s = select(zip(cand_idx, accuracy), est, const, confidence=confidence, shortlist=shortlist)
                     except NoFeasibleArchitecture:
                         rec.update(found=False, met=False)
                     else:
-                        rec.update(found=True, position=s.position, predicted_ms=s.predicted_ms, std_ms=s.std_ms, upper_ms=s.upper_ms,
+                        rec.update(found=True, position=s.position, predicted_ms=s.predicted_ms, upper_ms=s.upper_ms,
                                    true_ms=float(true[s.position]), accuracy=s.score,
                                    met=bool(true[s.position] <= const))
                     records.append(rec)
@@ -132,12 +134,12 @@ def main() -> None:
     summary = []
     groups = collections.defaultdict(list)
     for r in records:
-        groups[(r["device"], r["constraint_ms"], r["margin_std"])].append(r)
-    for (device, const, margin), rs in groups.items():
+        groups[(r["device"], r["constraint_ms"], r["confidence"])].append(r)
+    for (device, const, confidence), rs in groups.items():
         found = [r for r in rs if r["found"]]
         common = collections.Counter(r["position"] for r in found).most_common(1)
         summary.append({
-            "device": device, "constraint_ms": const, "margin_std": margin, "runs": len(rs),
+            "device": device, "constraint_ms": const, "confidence": confidence, "runs": len(rs),
             "measurements": rs[0]["measurements"], "found": len(found),
             "met_fraction": float(np.mean([r["met"] for r in rs])),
             "true_ms_mean": float(np.mean([r["true_ms"] for r in found])) if found else None,
@@ -157,21 +159,22 @@ def main() -> None:
     print(f"MetaD2A candidates: {len(cands)} (generated in {gen_seconds:.0f} s); help+ adapted with "
           f"{summary[0]['measurements']} measurements per device; {args.seeds} seeds; rule: first "
           f"{shortlist or 'all'} feasible in MetaD2A order, most accurate\n")
-    print("| device | const ms | margin (std) | met | true ms mean / max | pred ms | acc % | oracle ms / acc "
+    print("| device | const ms | rule | met | true ms mean / max | pred ms | acc % | oracle ms / acc "
           "| paper ms / acc | README ms / acc | published pick: true ms in data |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for s in summary:
         o, pp, rd, pub = s["oracle"], s["paper"], s["readme"], s["published_pick"]
-        print(f"| {s['device']} | {s['constraint_ms']:g} | {s['margin_std']:g} | "
+        print(f"| {s['device']} | {s['constraint_ms']:g} | {describe_rule(s['confidence'])} | "
               f"{round(s['met_fraction'] * s['runs'])}/{s['runs']} | {fmt(s['true_ms_mean'])} / {fmt(s['true_ms_max'])} | "
               f"{fmt(s['predicted_ms_mean'])} | {fmt(s['accuracy_mean'])} | "
               f"{fmt(o and o['true_ms'])} / {fmt(o and o['accuracy'])} | "
               f"{fmt(pp and pp[0], '{:g}')} / {fmt(pp and pp[1], '{:g}')} | "
               f"{fmt(rd and rd[0], '{:g}')} / {fmt(rd and rd[1], '{:g}')} | {fmt(pub and pub['true_ms'])} |")
-    for margin in margins:
-        rs = [r for r in records if r["margin_std"] == margin]
-        print(f"\nmargin {margin:g} std: constraint met in {sum(r['met'] for r in rs)}/{len(rs)} picks; "
-              f"mean accuracy {np.mean([r['accuracy'] for r in rs if r['found']]):.2f} %")
+    for confidence in confidences:
+        rs = [r for r in records if r["confidence"] == confidence]
+        print(f"\n{describe_rule(confidence)}: constraint met in {sum(r['met'] for r in rs)}/{len(rs)} picks "
+              f"(found {sum(r['found'] for r in rs)}); mean accuracy "
+              f"{np.mean([r['accuracy'] for r in rs if r['found']]):.2f} %")
     pub_all = [(d, c, v) for d, cs in published.items() for c, v in cs.items()]
     print(f"HELP's published picks meeting their README constraint in HELP's data: "
           f"{sum(v['true_ms'] <= c for _, c, v in pub_all)}/{len(pub_all)}")
@@ -181,7 +184,7 @@ def main() -> None:
         "command": "python benchmarks/metad2a_table4.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
         "estimator": "help+ (HELPEstimator.pretrained('nasbench201'))", "shots": args.shots,
-        "shortlist": shortlist, "margins_std": list(margins), "seeds": args.seeds,
+        "shortlist": shortlist, "confidences": list(confidences), "seeds": args.seeds,
         "candidates": len(cands), "candidate_generation_seconds": gen_seconds,
         "accuracy_source": "arch_generated_by_metad2a.txt (NAS-Bench-201 CIFAR-100 accuracy, as HELP's code uses)",
         "seconds": time.perf_counter() - t_start, "summary": summary, "records": records}, indent=1))

@@ -19,7 +19,8 @@ script reports three things:
 
 1. Finder runs (the paper's setting): ``ofa.nas.search_algorithm.EvolutionFinder`` and
    ``ofa.tutorial.EvolutionFinder`` (batched versions from ``integrations.ofa_search``) over the whole
-   space, for each constraint (and ``--margins``). "True" latency comes from an *oracle*: an MLP trained
+   space, for each constraint and rule (``--confidences``: HELP's rule, ``none``, and the default 95 %
+   selection-aware bound). "True" latency comes from an *oracle*: an MLP trained
    from scratch on 4,000 of the 5,000 titan_rtx_64 latencies (no meta-knowledge, independent of HELP),
    validated on the other ~1,000, on the archs help+ picks in 2. (true latency known) and on HELP's three
    published Table 5 architectures with their published measured latencies; "met" is called uncertain
@@ -27,7 +28,7 @@ script reports three things:
    the oracle playing the device, ``search_and_measure`` times each winner and, while it misses the
    limit, searches again under a target corrected by the overshoot (at most ``--rounds`` winners timed).
 2. Selection within the data set (exact ground truth): among the 4,980 data-set architectures not
-   measured for adaptation, the highest-accuracy one whose predicted latency (+ margin) is under the
+   measured for adaptation, the highest-accuracy one whose predicted latency (or bound) is under the
    limit (``integrations.metad2a.select``'s rule), with its recorded latency; for the constraints above and a
    sweep of 25 limits, for help+ and for a FLOPs-linear model fit on the same 20 measurements.
 3. HELP's published Table 5 architectures (``reference_results/ofa_architecture_config/gpu_titan_rtx_64``
@@ -52,7 +53,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from help_plugin.integrations.metad2a import predicted_upper_bound
 from help_plugin.integrations.ofa_search import (
     HELPEfficiencyPredictor,
     accuracy_predictor,
@@ -65,6 +65,8 @@ from help_plugin.data import default_data_dir
 from help_plugin.evaluation import metrics
 from help_plugin.predictors import torch_threads
 from help_plugin.predictors.baselines import FLOPsEstimator, ScratchMLPEstimator
+from help_plugin.search import predict_with_bound
+from help_plugin.search.constraint import describe_rule
 
 #: HELP paper, Sec. 4.2 and Table 5: samples a layer-wise latency LUT needs on OFA's MobileNetV3 space.
 LUT_SAMPLES = {"samples": 27_000, "derivation": "5,000 ProxylessNAS samples x 225 / 42 unique blocks = 26,786",
@@ -110,7 +112,7 @@ def fit_oracle(data, device: str, exclude: np.ndarray, epochs: int, seed: int, p
 
 
 def finder_runs(est, n_measured, data, oracle, oracle_p95, acc, args) -> list[dict]:
-    """Both finders per limit and margin via ``search_and_measure``, the oracle playing the device.
+    """Both finders per limit and rule via ``search_and_measure``, the oracle playing the device.
 
     Round 1 is the plain search (HELP's way: the winner is whatever the finder returns); later rounds,
     run only while the timed winner misses the limit, search under a target corrected by the overshoot.
@@ -124,14 +126,16 @@ def finder_runs(est, n_measured, data, oracle, oracle_p95, acc, args) -> list[di
 
     runs = []
     for limit in args.constraints:
-        for margin in args.margins:
+        for confidence in args.confidences:
             for finder in args.finders:
                 with torch_threads(1):
                     m = search_and_measure(est, oracle_measure, limit, rounds=args.rounds, finder=finder,
                                            accuracy=acc, population_size=args.population,
-                                           max_time_budget=args.generations, margin=margin, seed=args.seed)
+                                           max_time_budget=args.generations, confidence=confidence,
+                                           seed=args.seed)
                 first, last = m.rounds[0], m.rounds[-1]
-                runs.append({"finder": finder, "margin": margin, "latency_limit_ms": limit, "arch": first["arch"],
+                runs.append({"finder": finder, "confidence": confidence, "latency_limit_ms": limit,
+                             "arch": first["arch"],
                              "macs_M": data.space.flops(first["arch"]) / 1e6, "accuracy": first["accuracy"],
                              "predicted_ms": first["predicted_ms"], "oracle_ms": first["measured_ms"],
                              "met": verdict(first["measured_ms"], limit),
@@ -142,15 +146,16 @@ def finder_runs(est, n_measured, data, oracle, oracle_p95, acc, args) -> list[di
                                           "measurements": n_measured + len(m.rounds)},
                              "search_seconds": m.result.seconds, "predictor": m.result.predictor,
                              "history": m.rounds})
-                print(f"  {finder:8s} margin {margin:<5} limit {limit:5.1f}: {short(first['arch'])} "
+                print(f"  {finder:8s} {describe_rule(confidence):30s} limit {limit:5.1f}: {short(first['arch'])} "
                       f"pred {first['predicted_ms']:6.2f} oracle {first['measured_ms']:6.2f} ms; after "
                       f"{len(m.rounds)} timed: pred {last['predicted_ms']:6.2f} oracle {m.measured_ms:6.2f} ms",
                       flush=True)
     return runs
 
 
-def pool_selection(data, device, pool, estimators, acc, limits, margins) -> list[dict]:
-    """Per estimator, margin and limit: the highest-accuracy pool arch with prediction + margin x std <= limit.
+def pool_selection(data, device, pool, estimators, acc, limits, confidences) -> list[dict]:
+    """Per estimator, rule and limit: the highest-accuracy pool arch whose prediction (``None``) or bound at
+    that confidence is under the limit.
 
     The same rule as ``integrations.metad2a.select`` (all feasible candidates compared), with each
     estimator's predictions computed once for all limits. ``best_feasible_*``: the pick made with the
@@ -160,10 +165,10 @@ def pool_selection(data, device, pool, estimators, acc, limits, margins) -> list
     score = acc.score(archs)
     out = []
     for name, est in estimators.items():
-        for margin in margins:
-            mean, _, upper = predicted_upper_bound(est, archs, margin)
+        for confidence in confidences:
+            mean, upper = predict_with_bound(est, archs, confidence)
             for limit in limits:
-                row = {"estimator": name, "margin": margin, "latency_limit_ms": float(limit), "pick": None}
+                row = {"estimator": name, "confidence": confidence, "latency_limit_ms": float(limit), "pick": None}
                 truly = np.flatnonzero(lat <= limit)
                 if len(truly):
                     best = truly[np.argmax(score[truly])]
@@ -249,14 +254,18 @@ def predictor_cost(est, data, acc, args) -> dict:
     return out
 
 
+def confidences(text: str) -> list[float | None]:
+    """``"none,0.95"`` -> ``[None, 0.95]``."""
+    return [None if t.strip().lower() == "none" else float(t) for t in text.split(",")]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="titan_rtx_64", help="unseen device of HELP's OFA data (the oracle)")
     p.add_argument("--constraints", type=lambda s: [float(x) for x in s.split(",")], default=[20.0, 23.0, 28.0])
-    p.add_argument("--margins", type=lambda s: [float(x) for x in s.split(",")], default=[0.0],
-                   help="safety margins in predictive std for the finder runs (0: HELP's rule)")
-    p.add_argument("--pool-margins", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 1.645],
-                   help="safety margins for the selection within the data set")
+    p.add_argument("--confidences", type=confidences, default=[None, 0.95],
+                   help="rules of the finder runs and the selection within the data set: confidences of the "
+                        "selection-aware bound, 'none' for HELP's rule (default none,0.95)")
     p.add_argument("--rounds", type=int, default=3, help="winners timed per search (search_and_measure)")
     p.add_argument("--finders", type=lambda s: s.split(","), default=["nas", "tutorial"])
     p.add_argument("--shots", type=int, default=10, help="measured architectures besides the 10 references")
@@ -282,7 +291,7 @@ def main() -> None:
     measured_rows = np.concatenate([data.reference_rows, shots])
 
     est = HELPEstimator.pretrained("ofa").adapt(lat[data.reference_rows], data.archs[shots], lat[shots])
-    pool_devices = list(est.learner_.pool_devices)
+    pool_devices = list(est.meta_model.pool_devices)
     if args.device in pool_devices:
         raise SystemExit(f"{args.device} is in the shipped model's device pool {pool_devices}: not an unseen device")
     flops = FLOPsEstimator("ofa").fit(data.archs[measured_rows], lat[measured_rows])
@@ -304,19 +313,19 @@ def main() -> None:
 
     pool = np.setdiff1d(np.arange(len(data)), measured_rows)
     estimators = {"help+": est, "flops": flops}
-    table = pool_selection(data, args.device, pool, estimators, acc, args.constraints, args.pool_margins)
+    table = pool_selection(data, args.device, pool, estimators, acc, args.constraints, args.confidences)
     sweep_limits = np.round(np.linspace(*np.percentile(lat[pool], [10, 90]), 25), 2)
-    sweep = pool_selection(data, args.device, pool, estimators, acc, sweep_limits, args.pool_margins)
+    sweep = pool_selection(data, args.device, pool, estimators, acc, sweep_limits, args.confidences)
     sweep_summary = {}
     for name in estimators:
-        for margin in args.pool_margins:
-            rows = [r for r in sweep if r["estimator"] == name and r["margin"] == margin and r["pick"]]
-            sweep_summary[f"{name} margin {margin}"] = {
+        for confidence in args.confidences:
+            rows = [r for r in sweep if r["estimator"] == name and r["confidence"] == confidence and r["pick"]]
+            sweep_summary[f"{name}, {describe_rule(confidence)}"] = {
                 "limits": len(sweep_limits), "picks": len(rows), "met_rate": float(np.mean([r["met"] for r in rows])),
                 "mean_true_over_limit": float(np.mean([r["true_over_limit"] for r in rows])),
                 "max_true_over_limit": float(np.max([r["true_over_limit"] for r in rows])),
                 "mean_accuracy_regret": float(np.mean([r["best_feasible_accuracy"] - r["accuracy"] for r in rows]))}
-    picks = [r for r in sweep if r["estimator"] == "help+" and r["pick"]]  # all margins
+    picks = [r for r in sweep if r["estimator"] == "help+" and r["pick"]]  # all rules
     rel = oracle.predict([r["pick"] for r in picks]) / np.array([r["true_ms"] for r in picks]) - 1
     oracle_stats["on_help_pool_picks"] = {"n": len(picks), "bias": float(rel.mean()),
                                           "max_abs_rel_error": float(np.abs(rel).max())}
@@ -326,9 +335,9 @@ def main() -> None:
     print("finder runs:")
     runs = finder_runs(est, est.n_measurements, data, oracle, v["p95_abs_rel_error"], acc, args)
 
-    pub_pred, pub_std = est.predict([q["arch"] for q in published], return_std=True)
-    for q, m, s in zip(published, pub_pred, pub_std):
-        q.update(predicted_ms=float(m), predicted_std_ms=float(s), macs_M=data.space.flops(q["arch"]) / 1e6)
+    pub_archs = [q["arch"] for q in published]
+    for q, m, u in zip(published, est.predict(pub_archs), est.predict_upper(pub_archs)):
+        q.update(predicted_ms=float(m), upper95_ms=float(u), macs_M=data.space.flops(q["arch"]) / 1e6)
 
     report = {"device": args.device, "settings": vars(args), "measurements_used": est.n_measurements,
               "lut": LUT_SAMPLES, "accuracy_source": acc.name, "pool_devices": pool_devices, "predictor_cost": cost,
@@ -356,12 +365,12 @@ def main() -> None:
 
     print(f"\n### 1. OFA finders over the whole space, {args.device} "
           f"(population {args.population}, {args.generations} generations; accuracy: {acc.name})\n")
-    print("| finder | margin | limit ms | found (res, depths) | MACs M | predicted ms | oracle ms | met | "
+    print("| finder | rule | limit ms | found (res, depths) | MACs M | predicted ms | oracle ms | met | "
           "winners timed | then: found | MACs M | predicted ms | oracle ms | met | measurements (LUT) | "
           "queries / estimator calls |\n" + "|---" * 16 + "|")
     for r in runs:
         pr, w = r["predictor"], r["verified"]
-        print(f"| {r['finder']} | {r['margin']} | {r['latency_limit_ms']:.0f} | {short(r['arch'])} | "
+        print(f"| {r['finder']} | {describe_rule(r['confidence'])} | {r['latency_limit_ms']:.0f} | {short(r['arch'])} | "
               f"{r['macs_M']:.0f} | {r['predicted_ms']:.2f} | {r['oracle_ms']:.2f} | {r['met']} | {w['rounds']} | "
               f"{short(w['arch'])} | {w['macs_M']:.0f} | {w['predicted_ms']:.2f} | {w['oracle_ms']:.2f} | "
               f"{w['met']} | {w['measurements']} (~27k) | {pr['queries']:,} / {pr['estimator_calls']:,} |")
@@ -369,17 +378,19 @@ def main() -> None:
           + "; ".join(f"{k:.0f} ms -> {v[1]} ms, {v[0]}M MACs, {v[2]} %" for k, v in PAPER.items()))
 
     print(f"\n### 2. Selection within HELP's data ({len(pool)} archs not used for adaptation; true latencies)\n")
-    print("| estimator | margin | limit ms | pick (res, depths) | MACs M | predicted ms | true ms | met | "
+    print("| estimator | rule | limit ms | pick (res, depths) | MACs M | predicted ms | true ms | met | "
           "true ms of the best feasible |\n|---|---|---|---|---|---|---|---|---|")
     for r in table:
         if r["pick"] is None:
-            print(f"| {r['estimator']} | {r['margin']} | {r['latency_limit_ms']:.0f} | none feasible |||||")
+            print(f"| {r['estimator']} | {describe_rule(r['confidence'])} | {r['latency_limit_ms']:.0f} | "
+                  "none feasible |||||")
             continue
-        print(f"| {r['estimator']} | {r['margin']} | {r['latency_limit_ms']:.0f} | {short(r['pick'])} | "
+        print(f"| {r['estimator']} | {describe_rule(r['confidence'])} | {r['latency_limit_ms']:.0f} | "
+              f"{short(r['pick'])} | "
               f"{r['macs_M']:.0f} | {r['predicted_ms']:.2f} | {r['true_ms']:.2f} | {'yes' if r['met'] else 'no'} | "
               f"{r['best_feasible_true_ms']:.2f} |")
     print(f"\nSweep of {len(sweep_limits)} limits from {sweep_limits[0]} to {sweep_limits[-1]} ms:\n")
-    print("| estimator, margin | met | mean true/limit | max true/limit | accuracy regret vs true-latency pick |\n"
+    print("| estimator, rule | met | mean true/limit | max true/limit | accuracy regret vs true-latency pick |\n"
           "|---|---|---|---|---|")
     for name, s in sweep_summary.items():
         print(f"| {name} | {100 * s['met_rate']:.0f} % ({s['picks']} picks) | {s['mean_true_over_limit']:.3f} | "
@@ -389,7 +400,7 @@ def main() -> None:
     print("| file | MACs M (ours) | measured ms | help+ predicted ms |\n|---|---|---|---|")
     for q in published:
         print(f"| {q['file']} | {q['macs_M']:.0f} | {q['measured_ms']:.1f} | "
-              f"{q['predicted_ms']:.2f} ± {q['predicted_std_ms']:.2f} |")
+              f"{q['predicted_ms']:.2f} (95 % bound {q['upper95_ms']:.2f}) |")
 
     if args.local:
         loc = report["local"]

@@ -66,6 +66,7 @@ def run_demo(space: str = "nasbench201", shots: int = 10, n_test: int = 50, seed
                                                           progress=progress), objective=SYNFLOW)
     result = search.run(limit)
     report["search"] = result.to_dict(candidates=True)
+    report["search_verdict"] = result.verdict()
     est.save(out_dir / "adapted.safetensors")
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     try:
@@ -95,9 +96,9 @@ def format_report(r: dict) -> str:
         f"| FLOPs proxy Spearman | {r['flops_rho']:.3f} |",
         f"| time: measure / adapt / predict | {r['seconds']['measure']:.1f} s / {1e3 * r['seconds']['adapt']:.1f} ms"
         f" / {1e3 * r['seconds']['predict']:.1f} ms |",
-        f"| search: limit / predicted / re-measured | {sr['latency_limit_ms']:.2f} / {sr['predicted_ms']:.2f} / "
-        f"{sr['measured_ms']:.2f} ms ({'met' if sr['constraint_met'] else 'MISSED'}"
-        f"{', in the target band' if sr['within_band'] else ''}) |",
+        f"| search: limit / predicted / {sr['constraint']} / re-measured | {sr['latency_limit_ms']:.2f} / "
+        f"{sr['predicted_ms']:.2f} / {sr['bound_ms']:.2f} / {sr['measured_ms']:.2f} ms "
+        f"({'met' if sr['constraint_met'] else 'MISSED'}{', in the target band' if sr['within_band'] else ''}) |",
         f"| search: target band (measured); attempts | {sr['target_band_ms'][0]:.2f}-{sr['target_band_ms'][1]:.2f} ms; "
         f"{sr['attempts']} |",
         f"| search: device speed vs adaptation (reference archs re-timed) before / typical / at re-measure | "
@@ -105,6 +106,7 @@ def format_report(r: dict) -> str:
         f"| search: candidates scored, measured; time | {sr['evaluated']}, {sr['measurements']}; "
         f"{sr['search_seconds']:.1f} s |",
         f"\nfound ({sr['objective']}): {sr['arch']}",
+        f"verdict: {r['search_verdict']}",
     ]
     if "scatter_png" in r:
         lines.append(f"plots: {r['scatter_png']}, {r['pareto_png']}")

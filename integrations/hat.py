@@ -23,11 +23,17 @@ to HAT's own MLP; they are accepted and kept for compatibility. Configs may be `
 (6-entry lists) or a SubTransformer yml's (``layer_num`` entries); predictions are cached per
 canonical config, because Evolution's rejection sampling asks about the same genes repeatedly.
 
+``predict_lat`` returns the estimator's 95 % selection-aware latency bound (``confidence=0.95``, see
+:class:`help_plugin.search.LatencyConstraint`), the value HAT's evolution compares with its
+``latency_constraint``: its winner then meets the constraint on the device at that rate.
+``confidence=None`` returns the mean prediction (HELP's rule; HAT's own predictor works that way).
+
 Install into HAT's search without editing HAT::
 
     from help_plugin.integrations.hat import install
     install()                   # fairseq.evolution.LatencyPredictor -> ours; ckpt-path: an adapted estimator
     install(estimator=my_est)   # or bind an in-memory LatencyEstimator (ckpt_path is then ignored)
+    install(confidence=None)    # HELP's rule: the mean prediction
 
 :class:`help_plugin.predictors.baselines.HATMLPEstimator` is HAT's own predictor recipe behind the
 LatencyEstimator interface, the baseline HELP replaces (``benchmarks/hat_devices.py`` compares them on
@@ -47,6 +53,7 @@ import numpy as np
 from ..predictors import LatencyEstimator
 from ..predictors.baselines.hat_mlp import HAT_FEATURE_NORM
 from ..predictors.cache import PredictionCache
+from ..search.constraint import checked_confidence, predict_with_bound
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +73,17 @@ class LatencyPredictor:
     ``feature_dim``, ``hidden_dim``, ``hidden_layer_num``, ``train_steps``, ``bsz``, ``lr`` — all
     but ``ckpt_path`` are kept for compatibility and unused.
     ``estimator``: an adapted LatencyEstimator of the ``hat`` space to use instead of ``ckpt_path``.
+    ``confidence``: ``predict_lat`` returns the selection-aware latency bound at this confidence (default
+    0.95); ``None``: the mean prediction (HELP's rule).
     ``loader``: ``path -> LatencyEstimator`` for ``load_ckpt`` (default ``HELPEstimator.load``).
     """
 
-    #: Set by :func:`install` (``estimator=``) so that HAT's own ``LatencyPredictor(...)`` call uses it.
-    default_estimator: LatencyEstimator | None = None
     cache_size = 100_000
 
     def __init__(self, feature_norm=HAT_FEATURE_NORM, lat_norm=None, ckpt_path=None,
                  lat_dataset_path="./latency_dataset/lat.tmp", feature_dim=10, hidden_dim=400, hidden_layer_num=3,
                  train_steps=5000, bsz=128, lr=1e-5, *, estimator: LatencyEstimator | None = None,
-                 loader: Callable[[str], LatencyEstimator] | None = None):
+                 confidence: float | None = 0.95, loader: Callable[[str], LatencyEstimator] | None = None):
         self.feature_norm = np.asarray(feature_norm, dtype=np.float64) if feature_norm is not None else None
         self.lat_norm = lat_norm
         self.ckpt_path = ckpt_path
@@ -84,14 +91,16 @@ class LatencyPredictor:
         self.feature_dim, self.hidden_dim, self.hidden_layer_num = feature_dim, hidden_dim, hidden_layer_num
         self.train_steps, self.bsz, self.lr = train_steps, bsz, lr
         self.loader = loader or _load_help_estimator
+        self.confidence = checked_confidence(confidence)
         self.estimator = self._cache = None
-        if estimator is not None or self.default_estimator is not None:
-            self._bind(estimator if estimator is not None else self.default_estimator, "estimator")
+        if estimator is not None:
+            self._bind(estimator, "estimator")
 
     def _bind(self, est, source: str) -> None:
         self._check_estimator(est, source)
         self.estimator = est
-        self._cache = PredictionCache(est.space, est.predict, self.cache_size)
+        self._cache = PredictionCache(est.space, lambda idx: predict_with_bound(est, idx, self.confidence)[1],
+                                      self.cache_size)
 
     @staticmethod
     def _check_estimator(est, source: str) -> None:
@@ -116,24 +125,25 @@ class LatencyPredictor:
         self._bind(self.loader(str(path)), f"the estimator in {path}")
 
     def predict_lat(self, config: dict) -> float:
-        """Latency in ms of one HAT SubTransformer config (HAT's dict, as ``gene2config`` returns it)."""
+        """Latency bound in ms (see ``confidence``) of one HAT SubTransformer config (HAT's dict, as
+        ``gene2config`` returns it)."""
         return float(self.predict_lats([config])[0])
 
     def predict_lats(self, configs: Sequence[dict]) -> np.ndarray:
-        """Latency in ms of several configs, ``[n]``, batched; cached per canonical config."""
+        """Latency bounds in ms of several configs, ``[n]``, batched; cached per canonical config."""
         if self.estimator is None:
             raise RuntimeError("LatencyPredictor: call load_ckpt() first (or pass estimator=)")
         return self._cache(self.estimator.space.to_indices(list(configs)))
 
 
-def install(estimator: LatencyEstimator | None = None, module: Any = None) -> Any:
+def install(estimator: LatencyEstimator | None = None, module: Any = None, confidence: float | None = 0.95) -> Any:
     """Make HAT's evolutionary search use :class:`LatencyPredictor`; returns the class it replaced.
 
     Rebinds ``LatencyPredictor`` in ``module`` (default: HAT's ``fairseq.evolution``, imported now),
     which ``Evolution.__init__`` looks up when it builds its predictor. With ``estimator`` the
     installed class uses that adapted estimator and ignores ``ckpt_path``; otherwise set HAT's
-    ``--ckpt-path`` to an estimator file saved with ``.save()``. Restore with
-    ``module.LatencyPredictor = previous``.
+    ``--ckpt-path`` to an estimator file saved with ``.save()``. ``confidence``: of the bound it returns
+    (``None``: the mean prediction). Restore with ``module.LatencyPredictor = previous``.
     """
     if module is None:
         if importlib.util.find_spec("fairseq") is None:
@@ -146,10 +156,16 @@ def install(estimator: LatencyEstimator | None = None, module: Any = None) -> An
     if not hasattr(module, "LatencyPredictor"):
         raise AttributeError(f"{getattr(module, '__name__', module)!r} has no LatencyPredictor to replace")
     cls = LatencyPredictor
+    defaults = {"confidence": checked_confidence(confidence)}
     if estimator is not None:
         LatencyPredictor._check_estimator(estimator, "estimator")
-        cls = type("BoundLatencyPredictor", (LatencyPredictor,), {"default_estimator": estimator,
-                                                                   "__doc__": LatencyPredictor.__doc__})
+        defaults["estimator"] = estimator
+    if estimator is not None or confidence != 0.95:
+        def __init__(self, *args, **kwargs):  # HAT's Evolution constructs it with its own arguments only
+            LatencyPredictor.__init__(self, *args, **{**defaults, **kwargs})
+
+        cls = type("InstalledLatencyPredictor", (LatencyPredictor,), {"__init__": __init__,
+                                                                      "__doc__": LatencyPredictor.__doc__})
     previous = module.LatencyPredictor
     module.LatencyPredictor = cls
     log.info("%s.LatencyPredictor -> %s", getattr(module, "__name__", module), cls.__name__)

@@ -6,12 +6,10 @@ on the target device is under the limit, for any :class:`~help_plugin.LatencyEst
 
 HELP's own MetaD2A selection (official code, ``help.py::_nas_metad2a``) walks MetaD2A's candidates
 in the generator's order, keeps the first 3 whose *predicted* latency is <= the constraint and
-returns the most accurate of those 3 (``select(..., margin=0, shortlist=3)`` here). It checks only the
-prediction, so the pick can overshoot on the device (HELP's README, Table 4: pixel2, a 25.0 ms
-architecture for a 22 ms limit). :func:`select` therefore adds a safety margin: ``margin``
-predictive standard deviations (``estimator.predict(archs, return_std=True)``, e.g. help+), or, for
-estimators without a predictive std, ``margin`` times an assumed relative std
-(``fallback_rel_std`` x prediction).
+returns the most accurate of those 3 (``select(..., confidence=None, shortlist=3)`` here). It checks only
+the prediction, so the pick can overshoot on the device (HELP's README, Table 4: pixel2, a 25.0 ms
+architecture for a 22 ms limit). :func:`select` therefore compares the estimator's selection-aware
+latency bound at ``confidence`` (default 0.95) with the limit (:class:`help_plugin.search.LatencyConstraint`).
 
 :func:`load_metad2a_candidates` reads HELP's ``nasbench201/arch_generated_by_metad2a.txt``: 500
 NAS-Bench-201 architectures MetaD2A generated for CIFAR-100, one ``arch_str, accuracy, score`` per
@@ -30,7 +28,7 @@ import numpy as np
 
 from ..data import default_data_dir
 from ..predictors import LatencyEstimator
-from ..search import NoFeasibleArchitecture, predicted_upper_bound
+from ..search import LatencyConstraint, NoFeasibleArchitecture
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +41,18 @@ class Selection:
     """The chosen candidate.
 
     ``arch``: as given; ``position``: its index in the candidate sequence; ``score``: its score;
-    ``predicted_ms``/``std_ms``: the estimator's prediction and predictive std (``nan`` if it has
-    none); ``upper_ms``: the bound compared with ``latency_limit_ms``; ``n_feasible``: how many of
-    the ``n_candidates`` met the limit.
+    ``predicted_ms``: the estimator's prediction; ``upper_ms``: the bound compared with
+    ``latency_limit_ms`` (``constraint`` says which); ``n_feasible``: how many of the ``n_candidates``
+    met the limit.
     """
 
     arch: Any
     position: int
     score: float
     predicted_ms: float
-    std_ms: float
     upper_ms: float
     latency_limit_ms: float
+    constraint: str
     n_candidates: int
     n_feasible: int
 
@@ -69,17 +67,17 @@ class Candidate:
 
 
 def select(candidates: Iterable[tuple[Any, float]], estimator: LatencyEstimator, latency_limit_ms: float,
-           margin: float = 1.645, fallback_rel_std: float = 0.05, shortlist: int | None = None) -> Selection:
-    """The best-scoring candidate whose predicted latency + margin is <= ``latency_limit_ms``.
+           confidence: float | None = 0.95, shortlist: int | None = None) -> Selection:
+    """The best-scoring candidate that meets ``latency_limit_ms``.
 
     Args:
         candidates: ``(arch, score)`` pairs in the generator's order; ``arch`` in any form the
             estimator's space accepts, ``score`` a finite number (higher is better).
         estimator: any fitted LatencyEstimator for the target device.
         latency_limit_ms: the constraint, ms.
-        margin: safety margin in predictive standard deviations (``1.645``: one-sided 95 % under a
-            Gaussian error; ``0``: HELP's rule, prediction only).
-        fallback_rel_std: assumed relative std for estimators without a predictive std.
+        confidence: a candidate meets the limit when the estimator's selection-aware latency bound at this
+            confidence does (default 0.95: the pick meets the limit on the device at that rate); ``None``:
+            when its mean prediction does (HELP's rule).
         shortlist: compare only the first ``shortlist`` feasible candidates in the given order
             (HELP's MetaD2A code uses 3, see :data:`HELP_SHORTLIST`); ``None``: all of them.
 
@@ -100,23 +98,22 @@ def select(candidates: Iterable[tuple[Any, float]], estimator: LatencyEstimator,
     if not np.all(np.isfinite(scores)):
         i = int(np.argmax(~np.isfinite(scores)))
         raise ValueError(f"candidate {i} has score {scores[i]!r}; scores must be finite")
-    if not np.isfinite(latency_limit_ms) or latency_limit_ms <= 0:
-        raise ValueError(f"latency_limit_ms must be a finite positive number of ms, got {latency_limit_ms!r}")
+    constraint = LatencyConstraint(latency_limit_ms, confidence)
     if shortlist is not None and (not isinstance(shortlist, (int, np.integer)) or shortlist < 1):
         raise ValueError(f"shortlist must be a positive int or None, got {shortlist!r}")
-    mean, std, upper = predicted_upper_bound(estimator, list(archs), margin, fallback_rel_std)
-    feasible = np.flatnonzero(upper <= latency_limit_ms)
+    ok, mean, upper = constraint.feasible(estimator, list(archs))
+    feasible = np.flatnonzero(ok)
     if not len(feasible):
         best = int(np.argmin(upper))
         raise NoFeasibleArchitecture(
-            f"none of {len(pairs)} candidates meets {latency_limit_ms} ms with margin {margin} std: the lowest "
-            f"predicted bound is {upper[best]:.3f} ms ({mean[best]:.3f} ms predicted) for candidate {best}")
+            f"none of {len(pairs)} candidates meets {latency_limit_ms} ms by its {constraint.describe()}: the lowest "
+            f"is {upper[best]:.3f} ms ({mean[best]:.3f} ms predicted) for candidate {best}")
     compared = feasible[:shortlist] if shortlist is not None else feasible
     pick = int(compared[np.argmax(scores[compared])])
     log.info("selected candidate %d (score %.3f, %.3f ms predicted, bound %.3f ms) of %d feasible / %d",
              pick, scores[pick], mean[pick], upper[pick], len(feasible), len(pairs))
-    return Selection(archs[pick], pick, float(scores[pick]), float(mean[pick]), float(std[pick]), float(upper[pick]),
-                     float(latency_limit_ms), len(pairs), len(feasible))
+    return Selection(archs[pick], pick, float(scores[pick]), float(mean[pick]), float(upper[pick]),
+                     constraint.limit_ms, constraint.describe(), len(pairs), len(feasible))
 
 
 def load_metad2a_candidates(path: str | Path | None = None) -> tuple[list[Candidate], float]:

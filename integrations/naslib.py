@@ -34,7 +34,8 @@ import numpy as np
 
 from ..measure import CallableDevice, MeasurementStore, measure_archs
 from ..predictors import LatencyEstimator
-from ..search import SearchResult, evolutionary_search
+from ..search import LatencyConstraint, SearchResult, evolutionary_search
+from ..search.constraint import checked_confidence
 from ..validation import check_latencies, check_same_length
 from .nb201_formats import indices_to_naslib, naslib_to_indices
 
@@ -112,8 +113,10 @@ class NASLibLatencyPredictor:
     ``fit(xtrain, ytrain)`` adapts the estimator to the target device from measured latencies
     ``ytrain`` (ms) of ``xtrain`` (few shots, e.g. 10); ``query(xtest)`` returns predicted ms
     ``np.ndarray[n]``. Architectures: see :func:`to_space_indices`. ``info`` is accepted and ignored.
-    It predicts latency, not accuracy: use it to filter or constrain (``query(x) <= limit``), not as
-    the accuracy surrogate of NASLib's predictor-based optimizers.
+    It predicts latency, not accuracy: use it to filter or constrain, not as the accuracy surrogate of
+    NASLib's predictor-based optimizers. To constrain, use ``feasible(x, limit_ms)``: the estimator's
+    selection-aware bound at ``confidence`` under the limit (``query(x) <= limit`` is HELP's rule, the mean
+    prediction, which a search's pick overshoots about half the time).
 
     Estimators that adapt from reference architectures (:class:`~help_plugin.HELPEstimator`:
     ``estimator.reference_archs``, usually 10) need those measured on the target device too. ``fit``
@@ -134,10 +137,11 @@ class NASLibLatencyPredictor:
         estimator: the LatencyEstimator to wrap (its ``space`` decides how architectures are read).
         reference_latencies_ms: measured ms of ``estimator.reference_archs``, optional.
         device, store: a measurement device or function (and store) to time the reference architectures, optional.
+        confidence: of the bound :meth:`feasible` compares with the limit (default 0.95; ``None``: the mean).
     """
 
     def __init__(self, estimator: LatencyEstimator, reference_latencies_ms: Sequence[float] | None = None,
-                 device: Any = None, store: MeasurementStore | None = None):
+                 device: Any = None, store: MeasurementStore | None = None, confidence: float | None = 0.95):
         if not isinstance(estimator, LatencyEstimator):
             raise TypeError(f"estimator must be a help_plugin.LatencyEstimator, got {type(estimator).__name__}")
         if device is not None and not hasattr(device, "measure"):
@@ -151,6 +155,7 @@ class NASLibLatencyPredictor:
                                        else check_latencies(reference_latencies_ms, "reference_latencies_ms"))
         self.device = device
         self.store = store
+        self.confidence = checked_confidence(confidence)
         self.ss_type = estimator.space.name
         self.hyperparams = None
 
@@ -202,6 +207,12 @@ class NASLibLatencyPredictor:
         """Predicted latency in ms of each architecture, ``np.ndarray[n]``."""
         return self.estimator.predict(to_space_indices(self.estimator.space, xtest))
 
+    def feasible(self, xtest: Any, latency_limit_ms: float) -> np.ndarray:
+        """Which architectures meet ``latency_limit_ms``, ``bool [n]`` (:class:`~help_plugin.search.LatencyConstraint`
+        at ``confidence``)."""
+        constraint = LatencyConstraint(latency_limit_ms, self.confidence)
+        return constraint.feasible(self.estimator, to_space_indices(self.estimator.space, xtest))[0]
+
     # ------------------------------------------------------------------ reference architectures
     def _has_all_references(self, idx: np.ndarray) -> bool:
         space = self.estimator.space
@@ -242,11 +253,12 @@ class NASLibSearchResult:
 
 def constrained_evolution(estimator: LatencyEstimator, objective: Callable[[Any], float], latency_limit_ms: float,
                           search_space: Any = None, population: int = 30, sample_size: int = 10, cycles: int = 150,
-                          margin_std: float = 1.0, seed: int = 0) -> NASLibSearchResult:
+                          confidence: float | None = 0.95, seed: int = 0) -> NASLibSearchResult:
     """Regularized evolution (NASLib's ``RegularizedEvolution`` rules) under a predicted-latency limit.
 
-    Maximises ``objective(arch)`` over architectures whose predicted latency (plus ``margin_std``
-    predictive stds where the estimator has them) is at most ``latency_limit_ms``. The loop is
+    Maximises ``objective(arch)`` over architectures whose selection-aware latency bound at ``confidence``
+    (:class:`~help_plugin.search.LatencyConstraint`; ``None``: the mean prediction, HELP's rule) is at most
+    ``latency_limit_ms``. The loop is
     :func:`help_plugin.search.evolutionary_search`: random feasible population of ``population``,
     then ``cycles`` times a tournament of ``sample_size``, a one-op mutation of the winner, and the
     oldest member retired; infeasible children are rejected before ``objective`` is called.
@@ -281,6 +293,6 @@ def constrained_evolution(estimator: LatencyEstimator, objective: Callable[[Any]
         return value
 
     res = evolutionary_search(estimator, score, latency_limit_ms, population=population, tournament=sample_size,
-                              cycles=cycles, margin_std=margin_std, seed=seed)
+                              cycles=cycles, confidence=confidence, seed=seed)
     return NASLibSearchResult(materialise(res.best), from_space_indices(space, res.best), res.best_score,
                               float(res.predicted_ms), float(latency_limit_ms), res)

@@ -2,9 +2,14 @@
 
 * :class:`HELPProfiler` is an ``nni.nas.profiler.Profiler``: ``profile(sample) -> ms`` for a sample
   (label -> chosen value) of an NNI hub model space, converted to an architecture of the estimator's space.
+  What it profiles is the estimator's 95 % selection-aware latency bound (``confidence=0.95``, see
+  :class:`help_plugin.search.LatencyConstraint`): a filter or penalty comparing it with a limit lets
+  through samples that meet the limit on the device at that rate. ``confidence=None``: the mean prediction
+  (HELP's rule; searches then overshoot the limit about half the time).
 * Multi-trial: :func:`latency_filter` builds the ``Filter`` middleware for ``Chain(RegularizedEvolution(), ...)``
   or ``Chain(Random(), ...)``. NNI's ``Filter`` calls its function with the *model*
-  (an ``ExecutableModelSpace``), not with a sample dict, so the filter reads ``model.sample``.
+  (an ``ExecutableModelSpace``), not with a sample dict, so the filter reads ``model.sample``. It logs each
+  model it rejects (in place of the strategy's "... has no metric. Skip.") and, at the end, how many.
 * One-shot sampling strategies take NNI's own classes with a :class:`HELPProfiler` directly:
   ``RandomOneShot(filter=RangeProfilerFilter(profiler, max=limit_ms))`` and
   ``ENAS(penalty=SampleProfilerPenalty(profiler, baseline=limit_ms, scale=-1.0, nonlinear="positive"))``
@@ -14,10 +19,12 @@
   ``pip install 'help-plugin[nni]'`` installs that set).
 * Differentiable strategies: NNI's ``ExpectationProfilerPenalty`` is handed ``export_probs()``, whose
   probabilities are Python floats detached from the architecture weights, so the latency term has no
-  gradient and does not change the search. :class:`DifferentiableLatencyPenalty` computes the expected
-  latency from the architecture weights themselves (``help_plugin.losses``), and :class:`LatencyDARTS`,
+  gradient and does not change the search (``DARTS(penalty={"profiler": HELPProfiler(...), ...})`` raises
+  an error saying so). :class:`DifferentiableLatencyPenalty` computes the expected latency (mean
+  predictions) from the architecture weights themselves (``help_plugin.losses``), and :class:`LatencyDARTS`,
   :class:`LatencyGumbelDARTS` and :class:`LatencyProxyless` connect it to the strategy's weights. This is
-  LA-DARTS' ``L_val + lambda * LAT(alpha)`` (``scale / baseline`` plays lambda's role).
+  LA-DARTS' ``L_val + lambda * LAT(alpha)`` (``scale / baseline`` plays lambda's role): a soft pressure on
+  the expected latency, not a limit; check the exported architecture against the limit with the profiler.
 
 What maps onto which ``help_plugin`` space (``default_mapping`` picks it from the model space's type):
 
@@ -53,17 +60,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from nni.nas.hub.pytorch import MobileNetV3Space, NasBench201, ProxylessNAS
-from nni.nas.oneshot.pytorch.profiler import (
-    ExpectationProfilerPenalty,
-    RangeProfilerFilter,
-)
-from nni.nas.profiler import Profiler
+from nni.nas.oneshot.pytorch.profiler import ExpectationProfilerPenalty
+from nni.nas.profiler import ExpressionProfiler, Profiler
 from nni.nas.strategy import DARTS, GumbelDARTS, Proxyless, Strategy
 from nni.nas.strategy.middleware import Chain, Filter
 from torch import nn
 
 from ..predictors import LatencyEstimator
 from ..predictors.cache import PredictionCache
+from ..search.constraint import checked_confidence, describe_rule, predict_with_bound
 from ..search.losses import ExpectedLatencyLoss
 from ..spaces import get_space
 from ..spaces.fbnet import BLOCKS
@@ -73,7 +78,7 @@ from .nb201_formats import EDGES, NNI_OPS, indices_to_nni, nni_to_indices
 log = logging.getLogger(__name__)
 
 __all__ = ["HELPProfiler", "UnmappedChoiceError", "NasBench201Mapping", "ProxylessFBNetMapping", "ModelLatencyFilter",
-           "MobileNetV3OFAMapping", "default_mapping", "latency_filter", "latency_chain",
+           "LatencyFilter", "MobileNetV3OFAMapping", "default_mapping", "latency_filter", "latency_chain",
            "DifferentiableLatencyPenalty", "LatencyDARTS", "LatencyGumbelDARTS", "LatencyProxyless",
            "FBNET_PROXYLESS_WIDTHS", "OFA_MOBILENETV3_KWARGS"]
 
@@ -227,8 +232,8 @@ def default_mapping(model_space: nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- profiler
-class HELPProfiler(Profiler):
-    """NNI profiler returning a :class:`~help_plugin.LatencyEstimator`'s predicted latency (ms) of a sample.
+class HELPProfiler(ExpressionProfiler):
+    """NNI profiler returning a :class:`~help_plugin.LatencyEstimator`'s latency bound (ms) of a sample.
 
     Args:
         model_space: the NNI model space (``NasBench201``, ``ProxylessNAS``, ``MobileNetV3Space``, see the
@@ -237,14 +242,18 @@ class HELPProfiler(Profiler):
         mapping: sample -> architecture converter; default from the model space's type.
         unmapped: ``"raise"`` (default) or ``"inf"``: what :meth:`profile` does for a sample with a choice
             the estimator's space lacks (``UnmappedChoiceError``); ``inf`` fails every latency filter.
-        margin_std: profile ``mean + margin_std * std`` with the estimator's predictive std (estimators whose
-            ``predict`` takes ``return_std=True``, like HELPEstimator), a conservative latency for filters.
+        confidence: :meth:`profile` returns the estimator's selection-aware latency bound at this confidence
+            (default 0.95), for filters and penalties that compare it with a limit; ``None``: the mean
+            prediction (HELP's rule).
 
     Predictions are cached per architecture (up to ``cache_size``), since strategies profile repeatedly.
+    It is an ``ExpressionProfiler`` only so that NNI's ``ExpectationProfilerPenalty`` (what
+    ``DARTS(penalty={...})`` builds) reaches :attr:`expression`, which raises an error pointing to
+    :class:`LatencyDARTS`; it has no symbolic expression.
     """
 
     def __init__(self, model_space: nn.Module, estimator: LatencyEstimator, mapping=None, *,
-                 unmapped: str = "raise", margin_std: float = 0.0, cache_size: int = 100_000):
+                 unmapped: str = "raise", confidence: float | None = 0.95, cache_size: int = 100_000):
         super().__init__(model_space)
         if not isinstance(estimator, LatencyEstimator):
             raise TypeError(f"estimator must be a help_plugin.LatencyEstimator, got {type(estimator).__name__}")
@@ -257,19 +266,31 @@ class HELPProfiler(Profiler):
         if not estimator.is_fitted:
             raise ValueError(f"{type(estimator).__name__} is not fitted to a device; adapt it before profiling")
         self.mapping.check_model_space(model_space)
-        if margin_std and not math.isfinite(margin_std):
-            raise ValueError(f"margin_std must be finite, got {margin_std!r}")
         self.estimator = estimator
         self.unmapped = unmapped
-        self.margin_std = float(margin_std)
-        self._cache = PredictionCache(estimator.space, self._predict, cache_size)
+        self.confidence = checked_confidence(confidence)
+        self._cache = PredictionCache(estimator.space, lambda idx: predict_with_bound(estimator, idx, self.confidence)[1],
+                                      cache_size)
+
+    @property
+    def bound(self) -> str:
+        """What :meth:`profile` returns, e.g. ``"95 % selection-aware bound"``."""
+        return describe_rule(self.confidence)
+
+    @property
+    def expression(self):
+        raise TypeError("HELPProfiler has no symbolic expression for NNI's ExpectationProfilerPenalty (what "
+                        "DARTS(penalty={...}) builds), and that penalty would get export_probs(), floats detached from "
+                        "the architecture weights, so its latency term would have no gradient. Use "
+                        "LatencyDARTS(penalty=DifferentiableLatencyPenalty(profiler, baseline=...)) (or "
+                        "LatencyGumbelDARTS / LatencyProxyless) from help_plugin.integrations.nni_nas")
 
     def to_arch(self, sample: Mapping[str, Any]) -> np.ndarray:
         """The estimator-space index vector of an NNI sample."""
         return self.mapping.to_arch(sample)
 
     def profile(self, sample: Mapping[str, Any]) -> float:
-        """Predicted latency in ms of the architecture ``sample`` (label -> value) selects."""
+        """Latency bound in ms (see ``confidence``) of the architecture ``sample`` (label -> value) selects."""
         try:
             arch = self.mapping.to_arch(sample)
         except UnmappedChoiceError:
@@ -278,47 +299,94 @@ class HELPProfiler(Profiler):
             raise
         return float(self._cache(arch[None])[0])
 
-    def _predict(self, idx: np.ndarray) -> np.ndarray:
-        """ms (plus ``margin_std`` predictive std) of index rows ``[n, L]``."""
-        if not self.margin_std:
-            return self.estimator.predict(idx)
-        try:
-            mean, std = self.estimator.predict(idx, return_std=True)
-        except TypeError:
-            raise TypeError(f"{type(self.estimator).__name__}.predict has no return_std; use margin_std=0") from None
-        return mean + self.margin_std * std
-
     def __repr__(self) -> str:
-        margin = f", margin_std={self.margin_std}" if self.margin_std else ""
-        return f"HELPProfiler({type(self.mapping).__name__} -> {self.estimator!r}{margin})"
+        return f"HELPProfiler({type(self.mapping).__name__} -> {self.estimator!r}, {self.bound})"
 
 
 # ---------------------------------------------------------------------------------------------- multi-trial
 class ModelLatencyFilter:
-    """Callable for NNI's ``Filter`` middleware: ``True`` if the model's predicted latency is in range.
+    """Callable for NNI's ``Filter`` middleware: ``True`` if the model's profiled latency is in range.
 
-    ``Filter`` passes the model (``ExecutableModelSpace``); the range check reads ``model.sample``.
+    ``Filter`` passes the model (``ExecutableModelSpace``); the check profiles ``model.sample`` (with a
+    :class:`HELPProfiler`: its selection-aware bound). Each rejection is logged; ``rejected`` counts them,
+    ``checked`` all models, ``last_rejected`` is the latest rejected model.
     """
 
     def __init__(self, profiler: Profiler, max_latency_ms: float | None = None, min_latency_ms: float | None = None):
-        self.range_filter = RangeProfilerFilter(profiler, min=min_latency_ms, max=max_latency_ms)
+        if max_latency_ms is None and min_latency_ms is None:
+            raise ValueError("give max_latency_ms, min_latency_ms or both")
+        self.profiler, self.max_latency_ms, self.min_latency_ms = profiler, max_latency_ms, min_latency_ms
+        self.checked = self.rejected = 0
+        self.last_rejected = None
 
     def __call__(self, model) -> bool:
-        return bool(self.range_filter(model.sample))
+        ms = self.profiler.profile(model.sample)
+        ok = ((self.max_latency_ms is None or ms <= self.max_latency_ms)
+              and (self.min_latency_ms is None or ms >= self.min_latency_ms))
+        self.checked += 1
+        if not ok:
+            self.rejected += 1
+            self.last_rejected = model
+            log.info("rejected by the latency limit: %s %.2f ms outside [%s, %s] ms (%s)", self.bound, ms,
+                     self.min_latency_ms or 0, self.max_latency_ms or "inf", model.sample)
+        return ok
+
+    @property
+    def bound(self) -> str:
+        """What is compared with the range (the profiler's ``bound``, e.g. ``"95 % selection-aware bound"``)."""
+        return getattr(self.profiler, "bound", "profiled latency")
 
     def __repr__(self) -> str:
-        return (f"ModelLatencyFilter({self.range_filter.profiler!r}, max={self.range_filter.max_value}, "
-                f"min={self.range_filter.min_value})")
+        return f"ModelLatencyFilter({self.profiler!r}, max={self.max_latency_ms}, min={self.min_latency_ms})"
+
+
+class _SkipRejectedModel(logging.Filter):
+    """Drops NNI's "<model> has no metric. Skip." for the model the latency check just rejected (it said why)."""
+
+    def __init__(self, check: ModelLatencyFilter):
+        super().__init__()
+        self.check = check
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == "%s has no metric. Skip." and record.args
+                    and record.args[0] is self.check.last_rejected)
+
+
+#: NNI's strategies that log "<model> has no metric. Skip." for a model a Filter rejected.
+_NNI_STRATEGY_LOGGERS = ("nni.nas.strategy.evolution", "nni.nas.strategy.rl")
+
+
+class LatencyFilter(Filter):
+    """NNI's ``Filter`` middleware with a :class:`ModelLatencyFilter` that says what it rejects: one log line per
+    rejected model (replacing the strategy's "... has no metric. Skip.") and a count when the strategy ends."""
+
+    def __init__(self, check: ModelLatencyFilter, **filter_kwargs):
+        super().__init__(check, **filter_kwargs)
+        self._quiet = _SkipRejectedModel(check)
+
+    def _initialize_engine(self, engine) -> None:
+        super()._initialize_engine(engine)
+        for name in _NNI_STRATEGY_LOGGERS:
+            logging.getLogger(name).addFilter(self._quiet)
+
+    def _cleanup(self) -> None:
+        super()._cleanup()
+        for name in _NNI_STRATEGY_LOGGERS:
+            logging.getLogger(name).removeFilter(self._quiet)
+        check = self.filter_fn
+        log.info("latency limit: rejected %d of %d sampled models (%s outside [%s, %s] ms)", check.rejected,
+                 check.checked, check.bound, check.min_latency_ms or 0, check.max_latency_ms or "inf")
 
 
 def latency_filter(profiler: Profiler, max_latency_ms: float | None = None, min_latency_ms: float | None = None,
-                   **filter_kwargs) -> Filter:
-    """``Filter`` middleware rejecting models whose predicted latency is outside ``[min, max]`` ms.
+                   **filter_kwargs) -> LatencyFilter:
+    """``Filter`` middleware rejecting models whose profiled latency is outside ``[min, max]`` ms.
 
     Use as ``Chain(RegularizedEvolution(), latency_filter(profiler, 20.0))``; ``filter_kwargs`` go to
-    ``Filter`` (``metric_for_invalid``, ``patience``, ``retain_history``).
+    ``Filter`` (``metric_for_invalid``, ``patience``, ``retain_history``). With a :class:`HELPProfiler` the
+    latency compared is its selection-aware bound (``HELPProfiler(confidence=...)``).
     """
-    return Filter(ModelLatencyFilter(profiler, max_latency_ms, min_latency_ms), **filter_kwargs)
+    return LatencyFilter(ModelLatencyFilter(profiler, max_latency_ms, min_latency_ms), **filter_kwargs)
 
 
 def latency_chain(strategy: Strategy, profiler: Profiler, max_latency_ms: float, **filter_kwargs) -> Chain:

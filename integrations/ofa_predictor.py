@@ -7,7 +7,9 @@ with ``{"wid": None, "ks", "e", "d", "r": [int]}``. :class:`HELPEfficiencyPredic
 place of OFA's per-device ``LatencyTable`` / ``Mbv3LatencyModel`` lookup tables (which download their
 tables when constructed), caches by architecture (archs that differ only in inactive layers share an
 entry) and offers :meth:`~HELPEfficiencyPredictor.predict_batch` for the batched finders
-(:mod:`help_plugin.integrations.ofa_finders`). Nothing here imports the ``ofa`` package.
+(:mod:`help_plugin.integrations.ofa_finders`). The efficiency a finder compares with its constraint is the
+estimator's 95 % selection-aware latency bound by default (:class:`help_plugin.search.LatencyConstraint`),
+HELP's mean prediction only with ``confidence=None``. Nothing here imports the ``ofa`` package.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import numpy as np
 
 from ..predictors import LatencyEstimator, NotFittedError
 from ..predictors.cache import LRU, PredictionCache
-from ..search import predicted_upper_bound
+from ..search.constraint import checked_confidence, predict_with_bound
 from ..spaces import get_space
 
 _SPACE = get_space("ofa")
@@ -46,21 +48,18 @@ class HELPEfficiencyPredictor:
     Args:
         estimator: a fitted :class:`~help_plugin.LatencyEstimator` (e.g. an adapted
             ``HELPEstimator.pretrained("ofa")``), predicting the target device's latency in ms.
-        margin: safety margin in predictive standard deviations: the efficiency the finder compares
-            with its constraint is ``mean + margin * std`` (``estimator.predict(..., return_std=True)``,
-            or ``fallback_rel_std * mean`` for estimators without a std). ``0``: the prediction itself,
-            as HELP's OFA code does.
-        fallback_rel_std: assumed relative std for estimators without a predictive std.
+        confidence: the efficiency the finder compares with its constraint is the estimator's selection-aware
+            latency bound at this confidence (default 0.95: the finder's winner meets the constraint on the
+            device at that rate); ``None``: the mean prediction, as HELP's OFA code does.
         cache_size: architectures remembered (least recently used are dropped; ~1 kB each).
 
-    ``get_efficiency(arch)`` / ``predict_efficiency(spec)`` return a float in ms;
+    ``get_efficiency(arch)`` / ``predict_efficiency(spec)`` return a float in ms (the bound);
     ``predict_batch(archs)`` returns ``np.ndarray[n]`` ms. Counters: ``queries`` (architectures
     asked about, one per single call, n per batch), ``hits`` (answered from the cache),
     ``estimator_calls`` and ``estimator_archs`` (work done by the estimator).
     """
 
-    def __init__(self, estimator: LatencyEstimator, margin: float = 0.0, fallback_rel_std: float = 0.05,
-                 cache_size: int = 100_000):
+    def __init__(self, estimator: LatencyEstimator, confidence: float | None = 0.95, cache_size: int = 100_000):
         space = getattr(estimator, "space", None)
         if getattr(space, "name", None) != "ofa" or not callable(getattr(estimator, "predict", None)):
             raise ValueError(f"HELPEfficiencyPredictor needs a LatencyEstimator for the 'ofa' space; got "
@@ -68,12 +67,8 @@ class HELPEfficiencyPredictor:
         if not getattr(estimator, "is_fitted", True):
             raise NotFittedError(f"{type(estimator).__name__} is not adapted to a device yet; call fit()/adapt() "
                                  "before searching with it")
-        if not np.isfinite(margin) or margin < 0:
-            raise ValueError(f"margin must be a finite number of standard deviations >= 0, got {margin!r}")
-        if not np.isfinite(fallback_rel_std) or fallback_rel_std < 0:
-            raise ValueError(f"fallback_rel_std must be a finite fraction >= 0, got {fallback_rel_std!r}")
         self.estimator, self.space = estimator, space
-        self.margin, self.fallback_rel_std = float(margin), float(fallback_rel_std)
+        self.confidence = checked_confidence(confidence)
         # keyed by the active layers' choices (help_plugin.cache), behind a fast path keyed by arch_key
         self._cache = PredictionCache(space, self._estimate, cache_size)
         self.cache_size = self._cache.size
@@ -127,9 +122,7 @@ class HELPEfficiencyPredictor:
 
     # ------------------------------------------------------------------ internals
     def _estimate(self, idx: np.ndarray) -> np.ndarray:
-        if self.margin == 0:
-            return self.estimator.predict(idx)
-        return predicted_upper_bound(self.estimator, idx, self.margin, self.fallback_rel_std)[2]
+        return predict_with_bound(self.estimator, idx, self.confidence)[1]
 
     def _predict(self, archs: list, keys: list) -> np.ndarray:
         out = np.empty(len(archs))

@@ -8,6 +8,10 @@
   again under a target corrected by the measured overshoot: the verified search of
   :class:`help_plugin.search.VerifiedSearch` with OFA's finder proposing the candidates.
 
+Both compare the estimator's 95 % selection-aware latency bound with the limit by default
+(:class:`help_plugin.search.LatencyConstraint`); ``confidence=None`` is HELP's rule (the mean prediction),
+whose winners overshoot the limit on the device more often than not.
+
 The parts, one module each: :mod:`~help_plugin.integrations.ofa_predictor` (OFA's efficiency-predictor
 interface), :mod:`~help_plugin.integrations.ofa_accuracy` (accuracy predictor or proxy),
 :mod:`~help_plugin.integrations.ofa_finders` (the batched finders); this module re-exports their names.
@@ -45,7 +49,8 @@ class OFASearchResult:
     """The finder's best architecture.
 
     ``arch``: canonical ``{"ks", "e", "d", "r"}``; ``predicted_ms``: the estimator's mean prediction;
-    ``efficiency_ms``: what the finder compared with the limit (``predicted_ms`` plus the margin);
+    ``efficiency_ms``: what the finder compared with the limit (the bound at ``confidence``; ``predicted_ms``
+    for ``confidence=None``);
     ``accuracy``/``accuracy_source``: the accuracy predictor's value and what it is; ``macs``: analytic
     multiply-accumulates; ``seconds``: wall time of the search; ``predictor``: the efficiency predictor's
     counters (:meth:`HELPEfficiencyPredictor.cache_info`) plus ``predict_batch_calls`` when batched.
@@ -53,6 +58,7 @@ class OFASearchResult:
 
     finder: str
     latency_limit_ms: float
+    confidence: float | None
     arch: dict
     predicted_ms: float
     efficiency_ms: float
@@ -64,7 +70,7 @@ class OFASearchResult:
 
 
 def search(estimator: LatencyEstimator, latency_limit_ms: float, finder: str = "nas", accuracy=None,
-           population_size: int = 100, max_time_budget: int = 500, margin: float = 0.0, batched: bool = True,
+           population_size: int = 100, max_time_budget: int = 500, confidence: float | None = 0.95, batched: bool = True,
            batch_size: int = 32, seed: int | None = None, verbose: bool = False, **finder_kwargs) -> OFASearchResult:
     """Run one of OFA's evolution finders with ``estimator`` as the latency model.
 
@@ -76,7 +82,8 @@ def search(estimator: LatencyEstimator, latency_limit_ms: float, finder: str = "
         accuracy: an accuracy predictor with both finders' interface; default :func:`accuracy_predictor`
             (the FLOPs proxy unless OFA's weights are given).
         population_size, max_time_budget: the finders' own settings (OFA's and HELP's defaults: 100, 500).
-        margin: safety margin in predictive std (see :class:`HELPEfficiencyPredictor`).
+        confidence: of the selection-aware latency bound the finder compares with the limit (default 0.95;
+            ``None``: the mean prediction, HELP's rule; see :class:`HELPEfficiencyPredictor`).
         batched: use :class:`BatchedEvolutionFinder` / :class:`BatchedTutorialEvolutionFinder`
             (``batch_size`` candidates per prediction call) instead of OFA's classes as they are.
         seed: seeds Python's and NumPy's global RNGs, which the finders use (restored afterwards).
@@ -86,7 +93,7 @@ def search(estimator: LatencyEstimator, latency_limit_ms: float, finder: str = "
         raise ValueError(f"unknown finder {finder!r}; available: {FINDERS}")
     if not np.isfinite(latency_limit_ms) or latency_limit_ms <= 0:
         raise ValueError(f"latency_limit_ms must be a finite positive number of ms, got {latency_limit_ms!r}")
-    predictor = HELPEfficiencyPredictor(estimator, margin=margin)
+    predictor = HELPEfficiencyPredictor(estimator, confidence=confidence)
     accuracy = accuracy if accuracy is not None else accuracy_predictor()
     settings = {"population_size": population_size, "max_time_budget": max_time_budget, **finder_kwargs}
     states = (random.getstate(), np.random.get_state())
@@ -123,7 +130,7 @@ def search(estimator: LatencyEstimator, latency_limit_ms: float, finder: str = "
         stats["predict_batch_calls"] = f.predict_batch_calls
     log.info("%s finder, %.1f ms limit: %.2f ms predicted, accuracy %.4f (%s), %.1f s", finder, latency_limit_ms,
              efficiency, acc, accuracy.name if hasattr(accuracy, "name") else type(accuracy).__name__, seconds)
-    return OFASearchResult(finder, float(latency_limit_ms), space.format(idx[0]),
+    return OFASearchResult(finder, float(latency_limit_ms), predictor.confidence, space.format(idx[0]),
                            float(np.asarray(estimator.predict(idx))[0]), float(efficiency), float(acc),
                            getattr(accuracy, "name", type(accuracy).__name__), float(space.flops(idx[0])), seconds,
                            stats)
@@ -132,8 +139,8 @@ def search(estimator: LatencyEstimator, latency_limit_ms: float, finder: str = "
 @dataclass
 class MeasuredSearch:
     """:func:`search_and_measure`'s outcome: the winning round's ``result``, its ``measured_ms`` on the device,
-    whether that ``met`` the limit, and every round as ``{"target_ms", "arch", "predicted_ms", "measured_ms",
-    "accuracy"}``.
+    whether that ``met`` the limit, and every round as ``{"target_ms", "arch", "predicted_ms", "bound_ms",
+    "measured_ms", "accuracy"}`` (``bound_ms``: what the finder compared with ``target_ms``).
     """
 
     result: OFASearchResult
@@ -163,12 +170,13 @@ class _MeasureFn(Device):
 
 
 def search_and_measure(estimator: LatencyEstimator, measure: Callable[[list], Any], latency_limit_ms: float,
-                       rounds: int = 3, **search_kwargs) -> MeasuredSearch:
+                       rounds: int = 3, confidence: float | None = 0.95, **search_kwargs) -> MeasuredSearch:
     """Search, time the winner on the device, and while it misses the limit, search again under a tighter target.
 
-    A finder that maximises accuracy under a *predicted* limit ends where the predictor errs low, so
-    its winner tends to overshoot on the device by a few per cent, whatever the predictor's average
-    accuracy. After a miss the next search's target is ``limit * predicted / measured`` (the winner's
+    A finder that maximises accuracy under the *mean prediction* (HELP's rule) ends where the predictor errs
+    low, so its winner tends to overshoot on the device by a few per cent, whatever the predictor's average
+    accuracy; the selection-aware bound (the default) makes that rare, and timing closes the rest.
+    After a miss the next search's target is ``limit * predicted / measured`` (the winner's
     measured/predicted ratio taken as the bias where the search converges; it also absorbs a device
     that got slower since adaptation). Each round costs one device measurement. This is
     :class:`help_plugin.search.VerifiedSearch` with OFA's finder proposing one candidate per round, no
@@ -180,23 +188,25 @@ def search_and_measure(estimator: LatencyEstimator, measure: Callable[[list], An
             ``lambda a: device.measure(a).latency_ms`` for a :class:`~help_plugin.measure.TorchEagerDevice`.
         latency_limit_ms: the constraint, ms.
         rounds: at most this many winners are timed.
-        **search_kwargs: passed to :func:`search` (finder, accuracy, population_size, margin, seed, ...).
+        confidence: of the latency bound each round's finder compares with its target (see :func:`search`).
+        **search_kwargs: passed to :func:`search` (finder, accuracy, population_size, seed, ...).
     """
     if not isinstance(rounds, (int, np.integer)) or rounds < 1:
         raise ValueError(f"rounds must be a positive int, got {rounds!r}")
     results: dict[str, OFASearchResult] = {}
 
-    def propose(est, floor_ms: float, limit_ms: float) -> list[Candidate]:
-        result = search(est, limit_ms, **search_kwargs)
+    def propose(est, window_ms: tuple, constraint) -> list[Candidate]:  # the window is (0, limit): no band
+        result = search(est, constraint.limit_ms, confidence=constraint.confidence, **search_kwargs)
         idx = est.space.to_indices([result.arch])[0]
         results[est.space.canonical(idx)] = result
-        return [Candidate(idx, result.accuracy, result.predicted_ms)]
+        return [Candidate(idx, result.accuracy, result.predicted_ms, result.efficiency_ms)]
 
     verified = VerifiedSearch(estimator, _MeasureFn(estimator.space, measure), propose, objective="accuracy",
                               verify_top=1, guard=0.0, budget_use=None, anchors=None, retries=rounds - 1,
-                              final_sessions=0, refit=False)
+                              final_sessions=0, refit=False, confidence=confidence)
     outcome = verified.run(latency_limit_ms)
     history = [{"target_ms": h["window_ms"][1], "arch": h["arch"], "predicted_ms": h["predicted_ms"],
+                "bound_ms": h["bound_ms"],
                 "measured_ms": h["measured_ms"], "accuracy": h["score"]} for h in outcome.history]
     for h in history:
         log.info("target %.2f ms: %.2f ms predicted, %.2f ms measured (limit %.2f ms)", h["target_ms"],

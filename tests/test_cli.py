@@ -1,4 +1,5 @@
-"""The ``help-nas`` command line on real data: help, references, adapt/predict round trip, meta-train, benchmark."""
+"""The ``help-nas`` command line on real data: help, references, adapt/predict round trip, meta-train, benchmark,
+search."""
 import json
 
 import numpy as np
@@ -123,3 +124,35 @@ def test_adapt_and_meta_train_take_the_space_from_the_table(tmp_path, capsys, fb
     assert main(["meta-train", "--measurements", str(tmp_path / "pool.csv"), "--train-devices", "fpga,raspi4",
                  "--steps", "5", "--out", str(tmp_path / "own.safetensors"), "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["space"] == "fbnet"
+
+
+def test_search_prints_a_verdict_and_a_table_and_documents_its_json(tmp_path, capsys, monkeypatch, nb201):
+    """``help-nas search`` on a stand-in device (pixel2's recorded latencies): a one-line verdict and a short table
+    by default; ``--json`` gives the result, every key documented in ``VerifiedSearchResult``; ``--plot`` the
+    Pareto plot; ``--mean-only`` HELP's rule."""
+    import inspect
+    import re
+
+    from help_plugin import measure
+    from help_plugin.search import VerifiedSearchResult
+
+    lat = nb201.latency("pixel2")
+    row = {nb201.space.canonical(a): i for i, a in enumerate(nb201.archs)}
+    monkeypatch.setattr(measure, "TorchEagerDevice", lambda space, **_: measure.CallableDevice(
+        space, lambda a: float(lat[row[a]]), name="pixel2-table"))
+    HELPEstimator.pretrained("nasbench201").adapt(lat[nb201.reference_rows], nb201.archs[:10], lat[:10]).save(
+        tmp_path / "m.safetensors")
+    limit = f"{float(np.percentile(lat, 40)):.2f}"
+    common = ["search", "--latency-ms", limit, "--model", str(tmp_path / "m.safetensors"), "--cycles", "5",
+              "--quiet"]
+    assert main(common + ["--plot", str(tmp_path / "pareto.png")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"limit {limit} ms met: measured ") or out[0].startswith(f"limit {limit} ms MISSED")
+    assert "95 % selection-aware bound" in out[0] and "| constraint | 95 % selection-aware bound |" in out
+    assert (tmp_path / "pareto.png").stat().st_size > 0
+    assert main(common + ["--json", "--mean-only"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["constraint"] == "mean prediction (HELP's rule)" and result["confidence"] is None
+    assert result["bound_ms"] == result["predicted_ms"]
+    doc = inspect.getdoc(VerifiedSearchResult)
+    assert [k for k in result if not re.search(rf"(\b{k}[,:]|``{k}``)", doc)] == []

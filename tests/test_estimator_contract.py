@@ -3,7 +3,8 @@
 Every estimator: explicit constructor parameters stored as given, ``get_params``/``set_params``, ``sklearn.base.clone``
 gives an unfitted copy that, fitted on the same measurements, predicts exactly the same; ``predict`` returns float64 ms
 ``[n]``; ``NotFittedError`` before ``fit``; a safetensors round trip keeps parameters, space settings and predictions;
-bad input raises an error that names it. Meta-trained estimators are meta-trained small, once per module.
+bad input raises an error that names it; calibrated bounds (``predict_upper``, ``predict_interval``) are ordered,
+positive and finite. Meta-trained estimators are meta-trained small, once per module.
 """
 import json
 
@@ -135,6 +136,37 @@ def test_bad_input_is_named(name, estimators, fbnet):
     wrong[0, 0] = 99
     with pytest.raises(ValueError, match="index 99 at position 0"):
         est.fit(wrong, ms)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_calibrated_bounds(name, estimators, fbnet, tmp_path):
+    """``predict_upper`` / ``predict_interval``: float64 ms ``[n]``, positive and finite, ordered (lower <= prediction
+    <= marginal <= selection-aware; higher confidence, higher bound), cached until the next fit, kept through a
+    checkpoint; a bad confidence is named."""
+    archs, ms, new = _task(name, fbnet)
+    est = sklearn_base.clone(estimators[name])
+    with pytest.raises(NotFittedError):
+        est.predict_upper(new)
+    with torch_threads(1):
+        est.fit(archs, ms)
+        pred = np.maximum(est.predict(new), est.calibration().floor_ms)
+        up, up80, sel = est.predict_upper(new), est.predict_upper(new, 0.8), est.predict_upper(new, selection=True)
+        lo, hi = est.predict_interval(new, 0.9)
+    for b in (up, up80, sel, lo, hi):
+        assert isinstance(b, np.ndarray) and b.dtype == np.float64 and b.shape == (len(new),)
+        assert np.isfinite(b).all() and (b > 0).all()
+    assert (lo <= pred * (1 + 1e-12)).all() and (pred <= hi * (1 + 1e-12)).all()
+    assert (up80 <= up).all() and (pred <= up * (1 + 1e-12)).all() and (up <= sel * (1 + 1e-12)).all()
+    first = est.calibration()
+    assert est.calibration() is first
+    est.save(tmp_path / "fitted.safetensors")
+    back = type(est).load(tmp_path / "fitted.safetensors")
+    np.testing.assert_allclose(back.predict_upper(new), up, rtol=1e-5)
+    with torch_threads(1):
+        est.fit(archs[:-1], ms[:-1])
+    assert est.calibration() is not first
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\) \(e.g. 0.95\), got 0"):
+        est.predict_upper(new, confidence=0)
 
 
 def test_clone_of_the_shipped_model_fits_exactly_like_it(nb201):

@@ -247,8 +247,14 @@ def test_drop_in_follows_hats_evolution_call_pattern(tmp_path):
     configs = [gene2config_form(HAT_EXAMPLE), HAT_EXAMPLE, get_space("hat").format(get_space("hat").parse(HAT_YML))]
     lat = [predictor.predict_lat(c) for c in configs]
     assert all(isinstance(v, float) and v > 0 for v in lat) and lat[0] == lat[1]
-    np.testing.assert_allclose(lat, est.predict(configs))
+    # what HAT's evolution compares with its latency constraint: the 95 % selection-aware bound by default
+    np.testing.assert_allclose(lat, est.predict_upper(configs, 0.95, selection=True))
     np.testing.assert_allclose(predictor.predict_lats(configs), lat)
+    assert (np.asarray(lat) > est.predict(configs)).all()
+    install(module=evolution, confidence=None)  # HELP's rule: the mean prediction
+    mean = evolution.LatencyPredictor(ckpt_path=str(tmp_path / "xeon.safetensors"))
+    mean.load_ckpt()
+    np.testing.assert_allclose(mean.predict_lats(configs), est.predict(configs))
 
 
 def test_drop_in_accepts_any_latency_estimator():
@@ -260,7 +266,9 @@ def test_drop_in_accepts_any_latency_estimator():
     install(estimator=flops, module=evolution)
     predictor = evolution.LatencyPredictor(feature_norm=HAT_FEATURE_NORM, lat_norm=200, ckpt_path="ignored.pt")
     predictor.load_ckpt()  # bound estimator: the ckpt path is not read
-    assert predictor.predict_lat(HAT_EXAMPLE) == pytest.approx(flops.predict([HAT_EXAMPLE])[0])
+    assert predictor.predict_lat(HAT_EXAMPLE) == pytest.approx(flops.predict_upper([HAT_EXAMPLE], selection=True)[0])
+    assert LatencyPredictor(estimator=flops, confidence=None).predict_lat(HAT_EXAMPLE) == pytest.approx(
+        flops.predict([HAT_EXAMPLE])[0])
     assert LatencyPredictor(estimator=flops).predict_lat(json.loads(sp.canonical(HAT_EXAMPLE))) > 0
 
 

@@ -1,11 +1,10 @@
-"""MetaD2A-style selection under a latency limit: selector logic, HELP's rule, and the safety margin on real data."""
+"""MetaD2A-style selection under a latency limit: selector logic, HELP's rule, and the calibrated bound on real data."""
 import numpy as np
 import pytest
 from help_plugin.integrations.metad2a import (
     HELP_SHORTLIST,
     NoFeasibleArchitecture,
     load_metad2a_candidates,
-    predicted_upper_bound,
     select,
 )
 
@@ -17,22 +16,34 @@ UNSEEN = ("titan_rtx_256", "gold_6226", "pixel2", "eyeriss", "fpga")
 
 
 class TableEstimator(LatencyEstimator):
-    """Predicts fixed (mean, std) ms per architecture row of ``archs``; ``with_std=False`` hides the std."""
+    """Predicts fixed ms per architecture row of ``archs``; its bounds are ``mean + std`` (marginal) and
+    ``mean + 3 std`` (selection-aware), whatever the confidence."""
 
-    def __init__(self, archs, mean, std=None, with_std=True):
+    def __init__(self, archs, mean, std):
         self.space = get_space("nasbench201")
         self.keys = [self.space.canonical(a) for a in self.space.to_indices(archs)]
-        self.mean, self.std, self.with_std = np.asarray(mean, float), np.asarray(std, float), with_std
+        self.mean, self.std = np.asarray(mean, float), np.asarray(std, float)
         self.n_measurements_ = 0
 
     def fit(self, archs, latencies_ms):
         return self
 
-    def predict(self, archs, return_std=False):
-        rows = [self.keys.index(self.space.canonical(r)) for r in self.space.to_indices(archs)]
-        if return_std and not self.with_std:
-            raise NotImplementedError("no std")
-        return (self.mean[rows], self.std[rows]) if return_std else self.mean[rows]
+    def _rows(self, archs):
+        return [self.keys.index(self.space.canonical(r)) for r in self.space.to_indices(archs)]
+
+    def predict(self, archs):
+        return self.mean[self._rows(archs)]
+
+    def calibration(self):
+        est = self
+
+        class Table:
+            def bounds(self, idx, confidence, selection=False):
+                rows = est._rows(idx)
+                k = 3.0 if selection else 1.0
+                return est.mean[rows], est.mean[rows] - k * est.std[rows], est.mean[rows] + k * est.std[rows]
+
+        return Table()
 
 
 @pytest.fixture(scope="module")
@@ -48,47 +59,37 @@ def toy():
 def test_picks_the_best_feasible_score(toy):
     archs, mean, std, score = toy
     est = TableEstimator(archs, mean, std)
-    s = select(zip(archs, score), est, 10.0, margin=0)
+    s = select(zip(archs, score), est, 10.0, confidence=None)
     assert (s.position, s.arch, s.score) == (2, archs[2], 75.0)  # 0 is infeasible; 2 and 5 tie -> earlier
     assert s.n_feasible == 5 and s.n_candidates == 6 and s.predicted_ms == 9.5 and s.upper_ms == 9.5
+    assert s.constraint == "mean prediction (HELP's rule)"
 
 
-def test_margin_uses_the_predictive_std(toy):
+def test_default_compares_the_selection_aware_bound(toy):
     archs, mean, std, score = toy
     est = TableEstimator(archs, mean, std)
-    s = select(zip(archs, score), est, 10.0, margin=1.0)  # 2: 9.5 + 1.0 > 10 is out
-    assert s.position == 5 and s.upper_ms == pytest.approx(7.1) and s.std_ms == 0.1
-    assert select(zip(archs, score), est, 10.0, margin=3.0).position == 5
-    s = select(zip(archs, score), est, 10.0, margin=6.0, shortlist=1)
-    assert s.position == 3 and s.n_feasible == 2  # 1: 10.2 and 4: 10.2 are out; the first feasible is 3
+    s = select(zip(archs, score), est, 10.0)  # mean + 3 std: 0, 2 (12.5) and 4 (10.05) are out
+    assert s.position == 5 and s.upper_ms == pytest.approx(7.3) and s.predicted_ms == 7.0 and s.n_feasible == 3
+    assert s.constraint == "95 % selection-aware bound"
+    s = select(zip(archs, score), est, 10.0, shortlist=1)
+    assert s.position == 1 and s.upper_ms == pytest.approx(9.6)  # the first feasible
 
 
 def test_shortlist_is_helps_rule(toy):
     archs, mean, std, score = toy
     est = TableEstimator(archs, mean, std)
     assert HELP_SHORTLIST == 3
-    s = select(zip(archs, score), est, 10.0, margin=0, shortlist=3)  # first 3 feasible: 1, 2, 3
+    s = select(zip(archs, score), est, 10.0, confidence=None, shortlist=3)  # first 3 feasible: 1, 2, 3
     assert s.position == 2
-    assert select(zip(archs, score), est, 10.0, margin=0, shortlist=1).position == 1
-
-
-def test_estimator_without_std_gets_a_relative_margin(toy):
-    archs, mean, _, score = toy
-    est = TableEstimator(archs, mean, with_std=False)
-    s = select(zip(archs, score), est, 10.0, margin=2.0, fallback_rel_std=0.05)  # 2: 9.5 * 1.1 > 10
-    assert s.position == 5 and np.isnan(s.std_ms) and s.upper_ms == pytest.approx(7.0 * 1.1)
-    assert select(zip(archs, score), est, 10.0, margin=0).position == 2
-    m, sd, up = predicted_upper_bound(est, archs, margin=2.0, fallback_rel_std=0.1)
-    np.testing.assert_allclose(m, mean)
-    np.testing.assert_allclose(up, np.asarray(mean) * 1.2)
-    assert np.isnan(sd).all()
+    assert select(zip(archs, score), est, 10.0, confidence=None, shortlist=1).position == 1
 
 
 def test_no_feasible_candidate_is_a_clear_error(toy):
     archs, mean, std, score = toy
     est = TableEstimator(archs, mean, std)
-    with pytest.raises(NoFeasibleArchitecture, match="lowest predicted bound is 7.300 ms .* candidate 5"):
-        select(zip(archs, score), est, 7.0, margin=3.0)
+    with pytest.raises(NoFeasibleArchitecture, match=r"by its 95 % selection-aware bound: the lowest is 7.300 ms "
+                                                     r"\(7.000 ms predicted\) for candidate 5"):
+        select(zip(archs, score), est, 7.0)
     assert issubclass(NoFeasibleArchitecture, ValueError)
 
 
@@ -98,11 +99,10 @@ def test_no_feasible_candidate_is_a_clear_error(toy):
     ({"candidates": [("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", float("nan"))]}, ValueError, "nan"),
     ({"candidates": [("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", "high")]}, TypeError, "numbers"),
     ({"candidates": [("|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|", 1.0)]}, ValueError, "bogus"),
-    ({"latency_limit_ms": 0.0}, ValueError, "latency_limit_ms"),
-    ({"latency_limit_ms": float("inf")}, ValueError, "latency_limit_ms"),
-    ({"margin": -1.0}, ValueError, "margin"),
+    ({"latency_limit_ms": 0.0}, ValueError, "latency limit must be a finite positive number of ms, got 0.0"),
+    ({"latency_limit_ms": float("inf")}, ValueError, "latency limit"),
+    ({"confidence": 1.5}, ValueError, r"confidence must be in \(0, 1\) \(e.g. 0.95\), got 1.5"),
     ({"shortlist": 0}, ValueError, "shortlist"),
-    ({"fallback_rel_std": float("nan")}, ValueError, "fallback_rel_std"),
 ])
 def test_bad_arguments(toy, kwargs, err, msg):
     archs, mean, std, score = toy
@@ -149,28 +149,30 @@ def _adapt(nb201, est, device, seed):
         return est.adapt(lat[nb201.reference_rows], nb201.archs[few], lat[few])
 
 
-def test_real_devices_margin_bounds_and_helps_rule(nb201, metad2a):
+def test_real_devices_default_bound_and_helps_rule(nb201, metad2a):
+    """On HELP's unseen devices (20 measurements, 4 seeds, limits at the 20/50/80th percentile of the candidates'
+    latencies): HELP's rule is exactly its official loop; the default (the 95 % selection-aware bound) picks
+    candidates whose true latency meets the limit at least 90 % of the time, and more often than HELP's rule."""
     cands, _, rows = metad2a
     archs = [c.arch for c in cands]
     acc = np.array([c.accuracy for c in cands])
     est = HELPEstimator.pretrained("nasbench201")
-    met = {0.0: 0, 1.645: 0}
+    met = {None: 0, 0.95: 0}
     total = 0
     for device in UNSEEN:
         lat = nb201.latency(device)[rows]
         for seed in range(4):
             _adapt(nb201, est, device, seed)
-            mean, std = est.predict(archs, return_std=True)
+            mean, bound = est.predict(archs), est.predict_upper(archs, 0.95, selection=True)
             for q in (0.2, 0.5, 0.8):
                 limit = float(np.quantile(lat, q))
                 total += 1
-                for margin in met:
-                    s = select(zip(archs, acc), est, limit, margin=margin, shortlist=HELP_SHORTLIST)
-                    bound = mean + margin * std
-                    assert bound[s.position] <= limit and s.upper_ms == pytest.approx(bound[s.position])
-                    if margin == 0.0:  # HELP's official loop: first 3 with prediction <= const, most accurate
+                for confidence in met:
+                    s = select(zip(archs, acc), est, limit, confidence=confidence, shortlist=HELP_SHORTLIST)
+                    compared = mean if confidence is None else bound
+                    assert compared[s.position] <= limit and s.upper_ms == pytest.approx(compared[s.position])
+                    if confidence is None:  # HELP's official loop: first 3 with prediction <= const, most accurate
                         first3 = [i for i in range(len(archs)) if mean[i] <= limit][:3]
                         assert s.position == max(first3, key=lambda i: acc[i])
-                    met[margin] += lat[s.position] <= limit
-    # the uncertainty margin meets the constraint on the device at least as often as HELP's rule
-    assert met[1.645] >= met[0.0] and met[1.645] / total >= 0.8, (met, total)
+                    met[confidence] += lat[s.position] <= limit
+    assert met[0.95] > met[None] and met[0.95] / total >= 0.9, (met, total)

@@ -288,12 +288,18 @@ def test_evolution_on_graphs_meets_the_limit(nb201, nb201_est):
     res = constrained_evolution(est, n_conv3x3, limit, search_space=FakeGraph(), cycles=60, seed=0)
     assert isinstance(res.best, FakeGraph) and res.best.get_op_indices() == res.best_op_indices
     best_idx = naslib_to_indices(res.best_op_indices)
-    m, s = est.predict([best_idx], return_std=True)
-    assert m[0] + s[0] <= limit and res.predicted_ms == pytest.approx(m[0])
+    bound = est.predict_upper([best_idx], selection=True)  # the default: the 95 % selection-aware bound
+    assert bound[0] <= limit and res.predicted_ms == pytest.approx(est.predict([best_idx])[0])
+    assert res.search.bound_ms == pytest.approx(bound[0]) and res.search.constraint == "95 % selection-aware bound"
     assert res.best_score == max(sum(op == 2 for op in ops) for ops in seen)
     # every evaluated graph was feasible: infeasible children are rejected before the objective
-    m_all, s_all = est.predict(naslib_to_indices(np.array(seen)), return_std=True)
-    assert np.all(m_all + s_all <= limit)
+    assert np.all(est.predict_upper(naslib_to_indices(np.array(seen)), selection=True) <= limit)
+    predictor = NASLibLatencyPredictor(est)
+    assert predictor.feasible(seen, limit).all() and predictor.feasible([res.best], limit)[0]
+    assert NASLibLatencyPredictor(est, confidence=None).feasible(seen, limit).all()
+    helps = constrained_evolution(est, n_conv3x3, limit, search_space=FakeGraph(), cycles=60, seed=0,
+                                  confidence=None)  # HELP's rule
+    assert helps.search.constraint == "mean prediction (HELP's rule)" and helps.predicted_ms <= limit
 
 
 def test_evolution_on_op_indices_finds_the_optimum_without_limit(nb201, nb201_est):
@@ -327,7 +333,7 @@ def test_evolution_errors(nb201, nb201_est):
         constrained_evolution(est, lambda g: 0.0, 10.0, search_space=object())
     with pytest.raises(ValueError, match="nan"):
         constrained_evolution(est, lambda g: float("nan"), 1e9, cycles=2)
-    with pytest.raises(ValueError, match="no sampled architecture is predicted within"):
+    with pytest.raises(ValueError, match="no sampled architecture meets"):
         constrained_evolution(est, lambda g: 0.0, 1e-6, cycles=2)
 
 

@@ -101,7 +101,12 @@ def test_nasbench201_samples_map_exactly(est, nb201):
     nni_ops = set(space.simplify()["cell/0_1"].values)
     assert all(set(s.values()) <= nni_ops for s in samples)
     np.testing.assert_array_equal(np.stack([prof.to_arch(s) for s in samples]), nb201.archs[rows])
-    np.testing.assert_allclose([prof.profile(s) for s in samples], est.predict(nb201.archs[rows]), rtol=1e-5)
+    # the profiler's default is the 95 % selection-aware bound; HELP's rule (the mean) only when asked
+    np.testing.assert_allclose([prof.profile(s) for s in samples],
+                               est.predict_upper(nb201.archs[rows], 0.95, selection=True), rtol=1e-5)
+    np.testing.assert_allclose([HELPProfiler(space, est, confidence=None).profile(s) for s in samples],
+                               est.predict(nb201.archs[rows]), rtol=1e-5)
+    assert prof.bound == "95 % selection-aware bound" and "95 % selection-aware bound" in repr(prof)
     # the NNI network frozen with a sample has our op on every edge (NNI's cells[0].layers[target - 1][source])
     names = {"none": "Zero", "skip_connect": "Identity", "nor_conv_1x1": "ReLUConvBN", "nor_conv_3x3": "ReLUConvBN",
              "avg_pool_3x3": "Pooling"}
@@ -128,7 +133,7 @@ def test_proxylessnas_converts_to_fbnet(fbnet):
     sample = _random_sample(space, rng)
     sample.update({label: v.replace("k7", "k5") for label, v in sample.items() if isinstance(v, str)})
     arch = prof.to_arch(sample)
-    assert prof.profile(sample) == pytest.approx(fest.predict(arch[None])[0])
+    assert prof.profile(sample) == pytest.approx(fest.predict_upper(arch[None], selection=True)[0])
     # (kernel, expansion, c_in, c_out) of every layer NNI builds equals FBNet's, skips left out
     net = space.freeze(sample)
     nni_layers = [(blk[3].kernel_size[0], blk[0].out_channels // blk[0].in_channels, blk[0].in_channels,
@@ -161,7 +166,7 @@ def test_mobilenetv3space_maps_to_ofa(ofa):
     assert nni_layers == ours
     # conv and linear weights: exactly the analytic count of the OFA subnet
     assert _n_params(net, (torch.nn.Conv2d, torch.nn.Linear)) == oest.space.params(arch)
-    assert prof.profile(sample) == pytest.approx(oest.predict([arch])[0])
+    assert prof.profile(sample) == pytest.approx(oest.predict_upper([arch], selection=True)[0])
     sample["stem_ks"] = 5
     with pytest.raises(UnmappedChoiceError, match="'stem_ks' = 5"):
         prof.profile(sample)
@@ -176,12 +181,15 @@ def test_profiler_refuses_mismatches(est, fbnet):
         HELPProfiler(NasBench201(), HELPEstimator.pretrained("nasbench201"))
     with pytest.raises(ValueError, match="no label 'cell/0_2'"):
         HELPProfiler(NasBench201(), est).profile({"cell/0_1": "none"})
+    with pytest.raises(ValueError, match="confidence must be in"):
+        HELPProfiler(NasBench201(), est, confidence=1.0)
 
 
 # ------------------------------------------------------------------------------------------------ multi-trial
-def test_multi_trial_experiment_meets_the_latency_limit(est, limit_ms, tmp_path):
+def test_multi_trial_experiment_meets_the_latency_limit(est, limit_ms, tmp_path, caplog):
     """RegularizedEvolution + latency filter, NNI's in-process sequential engine, a training-free score
-    (parameter count, which prefers the slow 3x3 convolutions)."""
+    (parameter count, which prefers the slow 3x3 convolutions). Each rejected model is logged as rejected by
+    the latency limit (not as NNI's "... has no metric. Skip."), and the count comes at the end."""
     space = NasBench201()
     prof = HELPProfiler(space, est)
 
@@ -192,7 +200,15 @@ def test_multi_trial_experiment_meets_the_latency_limit(est, limit_ms, tmp_path)
     config = NasExperimentConfig("sequential", "simplified")
     config.max_trial_number = 24
     exp = NasExperiment(space, FunctionalEvaluator(n_params), strategy, config)
-    _run(exp, tmp_path)
+    with caplog.at_level(logging.INFO):
+        _run(exp, tmp_path)
+    check = strategy[1].filter_fn
+    rejections = [r for r in caplog.records if r.getMessage().startswith("rejected by the latency limit: 95 %")]
+    assert len(rejections) == check.rejected > 0 and check.checked == 24 + check.rejected
+    assert not [r for r in caplog.records if "has no metric" in r.getMessage()]
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("latency limit: rejected")] == [
+        f"latency limit: rejected {check.rejected} of {check.checked} sampled models (95 % selection-aware bound "
+        f"outside [0, {limit_ms}] ms)"]
     trained = list(strategy[1].list_models(ModelStatus.Trained))
     rejected = list(strategy[1].list_models(ModelStatus.Invalid))
     assert len(trained) == 24 and len(rejected) > 0
@@ -222,11 +238,11 @@ def test_random_strategy_chain_and_oneshot_filter(est, limit_ms, tmp_path):
     assert len(accepted) >= 8 and len(accepted) < len(seen) and max(accepted) <= limit_ms
 
 
-def test_sample_penalty_for_enas(est, limit_ms):
+def test_sample_penalty_for_enas(est, limit_ms, nb201):
     prof = HELPProfiler(NasBench201(), est)
     penalty = SampleProfilerPenalty(prof, baseline=limit_ms, scale=-1.0, nonlinear="positive")
     slow = {label: "conv_3x3" for label in prof.mapping.labels}
-    fast = {label: "skip_connect" for label in prof.mapping.labels}
+    fast = prof.mapping.to_sample(nb201.archs[np.argmin(est.predict_upper(nb201.archs, selection=True))])
     assert penalty(0.9, fast)[0] == pytest.approx(0.9)  # under the limit: reward unchanged
     assert penalty(0.9, slow)[0] == pytest.approx(0.9 - (prof.profile(slow) / limit_ms - 1))
 
@@ -234,26 +250,28 @@ def test_sample_penalty_for_enas(est, limit_ms):
 def test_enas_controller_learns_the_latency_limit(est, limit_ms, tmp_path):
     """NNI's own ENAS (tianshou PPO controller) with the HELP penalty on its reward, 48 rewarded samples:
     without the penalty the controller drifts to slow all-convolution cells (accuracy rewards them),
-    with it the late samples stay near the limit."""
+    with it the late samples stay near the limit (HELP's rule, the mean prediction) or, with the default
+    profiler (the 95 % bound), well under the unpenalised ones."""
     late_ms = {}
-    for scale in (0.0, -1.0):
+    for scale, confidence in ((0.0, None), (-1.0, None), (-1.0, 0.95)):
         torch.manual_seed(0)
         space = NasBench201(stem_out_channels=4, num_modules_per_stack=1)
-        prof = HELPProfiler(space, est)
+        prof = HELPProfiler(space, est, confidence=confidence)
         seen = []
 
         class RecordingPenalty(SampleProfilerPenalty):
             def __call__(self, reward, sample):
-                seen.append(prof.profile(sample))
+                seen.append(sample)
                 return super().__call__(reward, sample)
 
         penalty = RecordingPenalty(prof, baseline=limit_ms, scale=scale, nonlinear="positive")
         strategy = ENAS(penalty=penalty, reward_metric_name="val_acc", batches_per_update=4)
         _run(NasExperiment(space, _tiny_classification(16, epochs=6), strategy), tmp_path)
         assert len(seen) == 48  # 8 validation batches (rewards) per epoch
-        late_ms[scale] = float(np.mean(seen[-20:]))
-    assert late_ms[-1.0] < late_ms[0.0] - 5.0, late_ms
-    assert late_ms[-1.0] < 1.15 * limit_ms, (late_ms, limit_ms)
+        late_ms[scale, confidence] = float(np.mean(est.predict([prof.to_arch(s) for s in seen[-20:]])))
+    assert late_ms[-1.0, None] < late_ms[0.0, None] - 5.0, late_ms
+    assert late_ms[-1.0, None] < 1.15 * limit_ms, (late_ms, limit_ms)
+    assert late_ms[-1.0, 0.95] < late_ms[0.0, None] - 5.0, late_ms
 
 
 # ------------------------------------------------------------------------------------------------ differentiable
@@ -311,10 +329,21 @@ def test_larger_scale_lowers_expected_latency_in_nni(est, strategy_cls, tmp_path
         penalty = DifferentiableLatencyPenalty(prof, baseline=15.0, scale=scale)
         exp = NasExperiment(space, _tiny_classification(15), strategy_cls(penalty=penalty, arc_learning_rate=0.05))
         _run(exp, tmp_path)
-        results[scale] = (float(penalty.expected_latency()), prof.profile(exp.export_top_models(formatter="dict")[0]))
+        top = prof.to_arch(exp.export_top_models(formatter="dict")[0])
+        results[scale] = (float(penalty.expected_latency()), float(est.predict(top[None])[0]))  # the mean, as LAT
     (lat0, top0), (lat50, top50) = results[0.0], results[50.0]
     assert lat50 < lat0 - 2.0, results
     assert top50 < top0, results
+
+
+def test_nni_darts_with_a_help_profiler_points_to_latency_darts(est, tmp_path):
+    """NNI's DARTS(penalty={...}) builds an ExpectationProfilerPenalty, whose latency term would have no gradient:
+    a clear error naming LatencyDARTS, raised when the penalty is first used."""
+    space = NasBench201(stem_out_channels=4, num_modules_per_stack=1)
+    prof = HELPProfiler(space, est)
+    with pytest.raises(TypeError, match=r"Use LatencyDARTS\(penalty=DifferentiableLatencyPenalty\(profiler"):
+        _run(NasExperiment(space, _tiny_classification(2), DARTS(penalty={"profiler": prof, "baseline": 15.0})),
+             tmp_path)
 
 
 def test_differentiable_penalty_needs_a_relaxable_bound_profiler(est, fbnet):

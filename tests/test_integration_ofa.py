@@ -96,7 +96,7 @@ def test_subnets_are_measured_on_this_cpu():
 def test_predictor_answers_both_conventions_from_one_cache(est):
     p = HELPEfficiencyPredictor(est)
     arch = SPACE.format(SPACE.sample(1, seed=5)[0])
-    expected = float(est.predict([arch])[0])
+    expected = float(est.predict_upper([arch], 0.95, selection=True)[0])  # the default: the 95 % bound
     assert p.get_efficiency(nas_form(arch)) == pytest.approx(expected)
     assert p.predict_efficiency(tutorial_form(arch)) == pytest.approx(expected)
     assert p.estimator_calls == 1 and p.hits == 1 and p.queries == 2
@@ -108,22 +108,23 @@ def test_predictor_answers_both_conventions_from_one_cache(est):
     assert p.get_efficiency(inactive) == pytest.approx(expected) and p.estimator_calls == 1
     others = [SPACE.format(r) for r in SPACE.sample(5, seed=6)]
     batch = p.predict_batch([nas_form(arch)] + [tutorial_form(a) for a in others])
-    np.testing.assert_allclose(batch, est.predict([arch] + others))
+    np.testing.assert_allclose(batch, est.predict_upper([arch] + others, selection=True), rtol=1e-5)
     assert p.estimator_calls == 2 and p.estimator_archs == 6
     p.clear_cache()
     assert p.cache_info() == {"queries": 0, "hits": 0, "hit_rate": 0.0, "estimator_calls": 0, "estimator_archs": 0,
                               "size": 0}
 
 
-def test_predictor_cache_is_bounded_and_margin_adds_std(est):
+def test_predictor_cache_is_bounded_and_helps_rule_is_the_mean(est):
     p = HELPEfficiencyPredictor(est, cache_size=3)
     archs = [nas_form(SPACE.format(r)) for r in SPACE.sample(5, seed=7)]
     p.predict_batch(archs)
     assert p.cache_info()["size"] == 3
     p.get_efficiency(archs[0])  # evicted: asked again
     assert p.estimator_calls == 2
-    mean, std = est.predict([archs[1]], return_std=True)
-    assert HELPEfficiencyPredictor(est, margin=2.0).get_efficiency(archs[1]) == pytest.approx(mean[0] + 2 * std[0])
+    mean = float(est.predict([archs[1]])[0])
+    assert HELPEfficiencyPredictor(est, confidence=None).get_efficiency(archs[1]) == pytest.approx(mean)
+    assert p.get_efficiency(archs[1]) > HELPEfficiencyPredictor(est, confidence=0.8).get_efficiency(archs[1]) > mean
 
 
 def test_predictor_rejects_bad_input(est):
@@ -141,8 +142,8 @@ def test_predictor_rejects_bad_input(est):
         HELPEfficiencyPredictor(HELPEstimator.pretrained("fbnet"))
     with pytest.raises(NotFittedError):
         HELPEfficiencyPredictor(HELPEstimator.pretrained("ofa"))
-    with pytest.raises(ValueError, match="margin"):
-        HELPEfficiencyPredictor(est, margin=-1)
+    with pytest.raises(ValueError, match="confidence must be in"):
+        HELPEfficiencyPredictor(est, confidence=0.0)
 
 
 # ---------------------------------------------------------------------------- OFA's finders
@@ -150,8 +151,9 @@ def test_predictor_rejects_bad_input(est):
 @pytest.mark.parametrize("batched", [True, False])
 def test_ofa_finders_return_an_arch_under_the_limit(est, finder, batched):
     r = search(est, 22.0, finder=finder, population_size=10, max_time_budget=3, batched=batched, seed=0)
-    assert r.efficiency_ms <= 22.0
+    assert r.predicted_ms < r.efficiency_ms <= 22.0 and r.confidence == 0.95
     assert r.predicted_ms == pytest.approx(float(est.predict([r.arch])[0]))
+    assert r.efficiency_ms == pytest.approx(float(est.predict_upper([r.arch], selection=True)[0]))
     assert SPACE.canonical(r.arch) and r.macs == SPACE.flops(r.arch)
     assert r.accuracy == pytest.approx(np.log10(r.macs), rel=1e-6)  # the default FLOPs proxy
     assert r.predictor["queries"] >= 10 * 4 and r.predictor["estimator_calls"] >= 1
@@ -231,7 +233,7 @@ def test_ofa_accuracy_predictor_checkpoints_load_safely(tmp_path, caplog):
 
 # ---------------------------------------------------------------------------- timing the winner
 def test_search_and_measure_tightens_the_target_after_a_miss(est):
-    small = {"finder": "nas", "population_size": 10, "max_time_budget": 2, "seed": 0}
+    small = {"finder": "nas", "population_size": 10, "max_time_budget": 2, "seed": 0, "confidence": None}
 
     def slow_device(archs):  # 10 % slower than predicted
         return 1.1 * est.predict(archs)
@@ -253,3 +255,6 @@ def test_search_and_measure_tightens_the_target_after_a_miss(est):
         search_and_measure(est, lambda a: [float("nan")], 22.0, **small)
     with pytest.raises(ValueError, match="rounds must be a positive int"):
         search_and_measure(est, slow_device, 22.0, rounds=0)
+    # the default: the finder searched under the 95 % selection-aware bound, the mean prediction well under it
+    m = search_and_measure(est, est.predict, 22.0, **{**small, "confidence": 0.95})
+    assert m.met and m.rounds[0]["predicted_ms"] < m.rounds[0]["bound_ms"] <= 22.0 and m.result.confidence == 0.95

@@ -1,10 +1,11 @@
-"""Latency-constrained search: regularised evolution on predictions, and the search verified on a device."""
+"""Latency-constrained search: the constraint, regularised evolution on predictions, and the search verified on a
+device."""
 import numpy as np
 import pytest
 
 from help_plugin import HELPEstimator
 from help_plugin.measure import CallableDevice
-from help_plugin.search import VerifiedSearch, synflow_proposer
+from help_plugin.search import LatencyConstraint, VerifiedSearch, synflow_proposer
 from help_plugin.search.verified import SYNFLOW
 
 
@@ -24,12 +25,47 @@ def test_constrained_search_respects_the_limit(nb201):
     calls = []
     found = evolutionary_search(est, lambda a: calls.append(a) or synflow_score(est.space, a), limit,
                                 population=8, cycles=10, seed=0)
-    assert found.predicted_ms <= limit and len(found.evaluated) == len(calls) <= 18
-    assert found.best_score == max(s for _, s, _ in found.evaluated)
+    assert found.predicted_ms < found.bound_ms <= limit and len(found.evaluated) == len(calls) <= 18
+    assert found.best_score == max(s for _, s, _, _ in found.evaluated)
+    assert all(b == pytest.approx(float(est.predict_upper([a], selection=True)[0]), rel=1e-4) and b <= limit
+               for a, _, _, b in found.evaluated)  # the default: the 95 % selection-aware bound under the limit
+    assert found.constraint == "95 % selection-aware bound"
     true_ms = lat[nb201.archs.tolist().index(found.best.tolist())]
-    assert true_ms <= limit * 1.05  # the real (HELP data) latency of the pick respects the limit
-    with pytest.raises(NoFeasibleArchitecture, match=r"no sampled architecture is predicted within \[0, 0.001\] ms"):
+    assert true_ms <= limit  # the real (HELP data) latency of the pick respects the limit
+    helps = evolutionary_search(est, lambda a: synflow_score(est.space, a), limit, population=8, cycles=10, seed=0,
+                                confidence=None)  # HELP's rule, only when asked: the mean prediction
+    assert helps.constraint == "mean prediction (HELP's rule)"
+    assert all(b == m <= limit for _, _, m, b in helps.evaluated)
+    with pytest.raises(NoFeasibleArchitecture, match=r"no sampled architecture meets 0.001 ms by its 95 % selection"):
         evolutionary_search(est, lambda a: 0.0, 0.001, population=4, cycles=1)
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\) \(e.g. 0.95\), got 95"):
+        evolutionary_search(est, lambda a: 0.0, limit, confidence=95)
+
+
+def test_latency_constraint_rules(nb201):
+    """selection >= marginal > mean, on every architecture; confidence=None and rule="mean" are HELP's rule."""
+    lat = nb201.latency("pixel2")
+    est = HELPEstimator.pretrained("nasbench201").adapt(lat[nb201.reference_rows], nb201.archs[:10], lat[:10])
+    archs = nb201.archs[1000:3000]
+    limit = float(np.median(lat))
+    ok, mean, sel = LatencyConstraint(limit).feasible(est, archs)
+    marginal = LatencyConstraint(limit, rule="marginal").feasible(est, archs)[2]
+    helps = LatencyConstraint(limit, confidence=None)
+    assert helps == LatencyConstraint(limit, rule="mean") and helps.confidence is None and helps.rule == "mean"
+    np.testing.assert_array_equal(helps.feasible(est, archs)[2], mean)
+    np.testing.assert_array_equal(mean, est.predict(archs))
+    np.testing.assert_allclose(sel, est.predict_upper(archs, 0.95, selection=True))
+    np.testing.assert_allclose(marginal, est.predict_upper(archs, 0.95))
+    assert (sel >= marginal).all() and (marginal > mean).all() and (ok == (sel <= limit)).all()
+    assert helps.feasible(est, archs)[0].sum() > ok.sum() > 0
+    assert LatencyConstraint(limit, 0.9).feasible(est, archs)[0].sum() >= ok.sum()
+    assert LatencyConstraint(limit).describe() == "95 % selection-aware bound"
+    assert LatencyConstraint(limit, 0.9, "marginal").describe() == "90 % marginal bound"
+    for bad, match in (({"limit_ms": 0.0}, "latency limit must be a finite positive"),
+                       ({"limit_ms": limit, "confidence": 1.0}, r"confidence must be in \(0, 1\)"),
+                       ({"limit_ms": limit, "rule": "max"}, "rule must be one of")):
+        with pytest.raises(ValueError, match=match):
+            LatencyConstraint(**bad)
 
 def test_search_verifies_candidates_by_measurement(nb201):
     lat = nb201.latency("pixel2")
@@ -50,7 +86,7 @@ def test_search_verifies_candidates_by_measurement(nb201):
 def test_search_calibrates_the_limit_to_a_device_that_drifted(nb201, tmp_path):
     """The device now runs 1.25x slower than when the estimator was adapted: the search re-times the
     reference archs (the estimator keeps their adaptation-time latencies, also through save/load) and
-    searches under limit / 1.25 in adaptation-time ms."""
+    searches under limit / 1.25 in adaptation-time ms (the bound under it, the mean in the band under it)."""
     lat = nb201.latency("pixel2")
     row = {nb201.space.canonical(a): i for i, a in enumerate(nb201.archs)}
     slower = CallableDevice("nasbench201", lambda a: 1.25 * float(lat[row[a]]), name="pixel2-under-load")
@@ -62,8 +98,10 @@ def test_search_calibrates_the_limit_to_a_device_that_drifted(nb201, tmp_path):
     r = verified_search(est, slower, limit, cycles=5, seed=0, verify_top=2)
     assert r.calibration_speed == pytest.approx(1.25) and r.final_speed == pytest.approx(1.25)
     assert r.device_speed == pytest.approx(1.25)
-    assert r.search_windows_ms[0] == pytest.approx((0.9 * 1.03 * limit / 1.25, 0.97 * limit / 1.25))
-    assert r.search_windows_ms[0][0] <= r.predicted_ms <= r.search_windows_ms[0][1]
+    assert r.search_windows_ms[0][1] == pytest.approx(0.97 * limit / 1.25)
+    assert r.search_limits_ms[0] == pytest.approx(limit / 1.25) and r.bound_ms <= limit / 1.25
+    winner = next(h for h in r.history if h["arch"] == r.arch)
+    assert winner["window_ms"][0] <= r.predicted_ms <= winner["window_ms"][1] and r.predicted_ms < r.bound_ms
     k = len(nb201.reference_rows)  # anchors timed before the search, with every check and with the winner
     assert r.measurements == k + r.attempts * (2 + k) + 3 * (1 + k)
     # explicit anchors are checked at the boundary
@@ -83,7 +121,8 @@ def test_search_retries_under_a_tighter_limit_when_every_candidate_is_too_slow(n
                             isolation="thread")
     est = HELPEstimator.pretrained("nasbench201").adapt(lat[nb201.reference_rows], nb201.archs[:10], lat[:10])
     limit = float(np.percentile(lat, 70))
-    r = verified_search(est, slower, limit, cycles=10, seed=0, verify_top=3, anchors=None)
+    r = verified_search(est, slower, limit, cycles=10, seed=0, verify_top=3, anchors=None,
+                        confidence=None)  # HELP's rule: the first candidates sit at the band's top and all miss
     assert r.search_windows_ms[0] == pytest.approx((0.9 * 1.03 * limit, 0.97 * limit)) and r.attempts > 1
     assert r.search_windows_ms[-1][1] < 0.97 * limit * 0.85
     assert r.constraint_met and 0.9 * limit <= r.measured_ms <= 0.97 * limit

@@ -47,6 +47,7 @@ positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 non_negative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")
 fraction = _checked(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+unit_interval = _checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
 def spaces() -> list[str]:

@@ -1,6 +1,9 @@
 """``help-nas search``: a latency-constrained search on this machine, verified by measurement."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from .common import (
     check_output,
     emit,
@@ -9,6 +12,7 @@ from .common import (
     non_negative_int,
     positive_float,
     positive_int,
+    unit_interval,
 )
 
 
@@ -22,7 +26,10 @@ def add_parser(sub, common):
                                    "within the target band (between --budget-use of the limit and 3 % under it), "
                                    "measures the --verify-top best candidates and keeps the best one measured in the "
                                    "band (else searches again, up to twice, with the predictor re-adapted on those "
-                                   "measurements), then re-measures it and reports predicted vs measured latency.")
+                                   "measurements), then re-measures it. Candidates must meet the band's top under the "
+                                   "predictor's 95 %% selection-aware bound (--confidence; --mean-only: HELP's rule, "
+                                   "the mean prediction). Prints a one-line verdict and a table (--json: the result "
+                                   "as JSON, its keys documented in help_plugin.search.VerifiedSearchResult).")
     p.add_argument("--space", choices=measurable_spaces(), default="nasbench201")
     p.add_argument("--latency-ms", type=positive_float, required=True, help="latency limit in ms")
     p.add_argument("--model", help="an already adapted estimator for this machine")
@@ -33,6 +40,12 @@ def add_parser(sub, common):
     p.add_argument("--budget-use", type=fraction, default=0.9,
                    help="the least share of the limit the winner should use (default 0.9: a network measured "
                         "within 10 %% below the limit); 0 accepts any network under it")
+    p.add_argument("--confidence", type=unit_interval, default=0.95,
+                   help="confidence of the selection-aware latency bound candidates must meet (default 0.95)")
+    p.add_argument("--mean-only", action="store_true",
+                   help="HELP's rule: compare the mean prediction with the limit (no bound)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of the verdict and table")
+    p.add_argument("--plot", help="write the Pareto plot of the candidates (predicted and bound) here (a .png)")
     p.set_defaults(run=run)
 
 
@@ -57,7 +70,14 @@ def run(args) -> int:
                               progress=not args.quiet)
     search = VerifiedSearch(est, device, synflow_proposer(est.space, cycles=args.cycles, seed=args.seed,
                                                           progress=not args.quiet),
-                            objective=SYNFLOW, verify_top=args.verify_top, budget_use=args.budget_use)
+                            objective=SYNFLOW, verify_top=args.verify_top, budget_use=args.budget_use,
+                            confidence=None if args.mean_only else args.confidence)
     result = search.run(args.latency_ms)
-    emit(result.to_dict(), args.out)
+    if args.out:
+        emit(result.to_dict(), args.out)
+    if args.plot:
+        from ..evaluation.plots import pareto
+
+        pareto(result, Path(args.plot))
+    print(json.dumps(result.to_dict(), indent=1) if args.json else f"{result.verdict()}\n\n{result.table()}")
     return 0

@@ -14,6 +14,7 @@ from ..data import LatencyDataset, get_split, load_help_data
 from ..spaces import SearchSpace, get_space
 from ..validation import check_latencies, check_reference_spread, check_same_length
 from .base import LatencyEstimator, NotFittedError
+from .calibration import HeldOut, MetaCalibration, shipped_constants
 from .learners import METHODS, MetaLearner, make_learner
 from .learners.base import sub_state
 
@@ -46,6 +47,12 @@ class HELPEstimator(LatencyEstimator):
     Fitted attributes (after :meth:`adapt` / :meth:`fit`): ``head_`` (the typed device head),
     ``n_measurements_``, ``reference_latencies_ms_`` ``[n_reference]``, ``shot_indices_``
     ``[k, arch_length]``, ``shot_latencies_ms_`` ``[k]``, ``adapt_seconds_``.
+
+    Calibrated bounds (:meth:`predict_upper`) come from the learner's leave-one-out heads
+    (:meth:`~help_plugin.predictors.learners.MetaLearner.leave_one_out`) with the multipliers of
+    ``meta_model.calibration``: the shipped models carry constants derived by leave-one-device-out on
+    their pools (``benchmarks/meta_calibration.py``); a model meta-trained here has none and uses the
+    t-rule (:func:`~help_plugin.predictors.calibration.t_multiplier`).
     """
 
     def __init__(self, space: str | SearchSpace = "nasbench201", method: str = "help+",
@@ -104,6 +111,11 @@ class HELPEstimator(LatencyEstimator):
             raise FileNotFoundError(f"no pretrained model for {name!r} at {path}")
         est = cls.load(path)
         est.device = device
+        learner = est.meta_model
+        learner.calibration = shipped_constants(PRETRAINED_DIR, learner.method, name, learner.config.to_dict())
+        if learner.calibration is None:
+            log.info("no calibration constants for the shipped %s %s model: bounds use the t-rule", name,
+                     learner.method)
         return est
 
     # ------------------------------------------------------------------ adaptation
@@ -150,6 +162,7 @@ class HELPEstimator(LatencyEstimator):
             shot_ms = check_latencies(latencies_ms)
             check_same_length(shot_idx, shot_ms, "archs", "latencies_ms")
         t0 = time.perf_counter()
+        self._forget_calibration()
         self.head_ = learner.adapt(ref_ms, shot_idx, shot_ms)
         self.adapt_seconds_ = time.perf_counter() - t0
         self.n_measurements_ = len(ref_ms) + len(shot_ms)
@@ -164,15 +177,19 @@ class HELPEstimator(LatencyEstimator):
         units of the earlier measurements (e.g. candidates a search verified near its limit, which
         sharpens the predictor where the search needs it).
         """
-        self._check_fitted()
-        if getattr(self, "shot_latencies_ms_", None) is None or self.reference_latencies_ms_ is None:
-            raise ValueError("this estimator does not keep the measurements it was adapted with (a checkpoint saved "
-                             "by an older version): adapt() it again with all of them")
+        ref_ms, shot_idx, shot_ms = self._adaptation_data("adapt() it again with all of them")
         idx = self.space.to_indices(archs)
         ms = check_latencies(latencies_ms)
         check_same_length(idx, ms, "archs", "latencies_ms")
-        return self.adapt(self.reference_latencies_ms_, np.concatenate([self.shot_indices_, idx]),
-                          np.concatenate([self.shot_latencies_ms_, ms]))
+        return self.adapt(ref_ms, np.concatenate([shot_idx, idx]), np.concatenate([shot_ms, ms]))
+
+    def _adaptation_data(self, remedy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(reference ms, shot indices, shot ms)`` the estimator was adapted with."""
+        self._check_fitted()
+        if getattr(self, "shot_latencies_ms_", None) is None or self.reference_latencies_ms_ is None:
+            raise ValueError("this estimator does not keep the measurements it was adapted with (a checkpoint saved "
+                             f"by an older version): {remedy}")
+        return self.reference_latencies_ms_, self.shot_indices_, self.shot_latencies_ms_
 
     def fit(self, archs: Any, latencies_ms: Any) -> "HELPEstimator":
         """Adapt from measurements that include every reference architecture (scikit-learn style)."""
@@ -194,6 +211,16 @@ class HELPEstimator(LatencyEstimator):
         for name in ("head_", "n_measurements_", "reference_latencies_ms_", "shot_indices_", "shot_latencies_ms_",
                      "adapt_seconds_"):
             self.__dict__.pop(name, None)
+        self._forget_calibration()
+
+    def _held_out(self) -> tuple[HeldOut, np.ndarray, np.ndarray]:
+        ref_ms, shot_idx, shot_ms = self._adaptation_data("adapt() it again for calibrated bounds")
+        learner = self._learner()
+        return (learner.leave_one_out(self.head_, ref_ms, shot_idx, shot_ms),
+                np.concatenate([learner.reference_indices, shot_idx]), np.concatenate([ref_ms, shot_ms]))
+
+    def _calibration_constants(self) -> MetaCalibration | None:
+        return self._learner().calibration
 
     # ------------------------------------------------------------------ prediction
     def predict(self, archs: Any, return_std: bool = False):

@@ -64,6 +64,13 @@ class RidgeHead(DeviceHead):
         noise_var = float(resid @ resid / dof)
         return cls(coef, y_mean, x_mean, x_scale, np.asarray(alpha, dtype=np.float64), noise_var, inv)
 
+    @classmethod
+    def leave_one_out(cls, x: np.ndarray, y: np.ndarray, groups: tuple[int, ...] | None = None,
+                      alphas=DEFAULT_ALPHAS) -> list["RidgeHead"]:
+        """The ``n`` heads :meth:`fit` on all rows but one each: standardisation and strengths chosen again
+        on the other ``n - 1`` (a fixed strength's closed-form leave-one-out residuals are optimistic)."""
+        return [cls.fit(x[keep], y[keep], alphas, groups) for keep in ~np.eye(len(y), dtype=bool)]
+
     def predict(self, x: np.ndarray, return_std: bool = False):
         z = (x - self.x_mean) / self.x_scale
         mean = z @ self.coef + self.intercept

@@ -1,11 +1,7 @@
-"""Searching under a latency limit: regularised evolution, the verified search on a device, proxies, losses."""
-from .evolution import (
-                       NoFeasibleArchitecture,
-                       SearchResult,
-                       evolutionary_search,
-                       mutate,
-                       predicted_upper_bound,
-)
+"""Searching under a latency limit: the constraint, regularised evolution, the verified search on a device,
+proxies, losses."""
+from .constraint import LatencyConstraint, predict_with_bound
+from .evolution import NoFeasibleArchitecture, SearchResult, evolutionary_search, mutate
 from .verified import (
                        Candidate,
                        Proposer,
@@ -15,5 +11,6 @@ from .verified import (
                        synflow_proposer,
 )
 
-__all__ = ["NoFeasibleArchitecture", "SearchResult", "evolutionary_search", "mutate", "predicted_upper_bound",
-           "Candidate", "Proposer", "VerifiedSearch", "VerifiedSearchResult", "evolution_proposer", "synflow_proposer"]
+__all__ = ["LatencyConstraint", "predict_with_bound", "NoFeasibleArchitecture", "SearchResult", "evolutionary_search",
+           "mutate", "Candidate", "Proposer", "VerifiedSearch", "VerifiedSearchResult", "evolution_proposer",
+           "synflow_proposer"]

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..predictors import LatencyEstimator
 from ..validation import check_latencies, check_same_length
+from .constraint import LatencyConstraint, checked_confidence
 from .evolution import NoFeasibleArchitecture
 
 log = logging.getLogger(__name__)
@@ -25,32 +26,40 @@ log = logging.getLogger(__name__)
 @dataclass
 class Candidate:
     """An architecture a proposer returned: index row ``arch``, its objective ``score`` (higher is
-    better) and ``predicted_ms`` (the estimator's mean, in adaptation-time ms)."""
+    better), ``predicted_ms`` (the estimator's mean, in adaptation-time ms) and ``bound_ms`` (what the
+    proposer compared with the constraint's limit: its bound, the mean for HELP's rule)."""
 
     arch: np.ndarray
     score: float
     predicted_ms: float
+    bound_ms: float
 
 
-#: ``propose(estimator, floor_ms, limit_ms) -> candidates``: search under a *predicted* window.
-Proposer = Callable[[LatencyEstimator, float, float], Sequence[Candidate]]
+#: ``propose(estimator, window_ms, constraint) -> candidates``: search among architectures whose mean prediction
+#: lies in ``window_ms`` ``(low, high)`` and which meet ``constraint`` (a
+#: :class:`~help_plugin.search.LatencyConstraint`: bound under its limit), all in adaptation-time ms.
+Proposer = Callable[[LatencyEstimator, tuple, LatencyConstraint], Sequence[Candidate]]
 
 
 @dataclass
 class VerifiedSearchResult:
     """The outcome of :meth:`VerifiedSearch.run`.
 
-    Attributes:
+    Attributes (the keys of :meth:`to_dict`, which adds ``attempts``: the number of search windows):
         latency_limit_ms: the limit.
+        confidence, constraint: the confidence of the proposer's constraint (``None``: HELP's rule, the mean
+            prediction) and its description (:meth:`~help_plugin.search.LatencyConstraint.describe`).
         arch: the winner in the space's canonical form; ``arch_indices``: its index row.
         objective: what the proposer maximised (its ``name``) and the winner's ``score``.
-        predicted_ms: the winner's predicted latency (adaptation-time ms).
+        predicted_ms: the winner's predicted latency (adaptation-time ms); ``bound_ms``: its bound that the
+            proposer compared with the attempt's limit (``search_limits_ms``; adaptation-time ms).
         verify_ms: its measured latency when it was verified (raw).
         measured_ms: the median of its fresh re-measurements (``final_sessions`` sessions).
         constraint_met: ``measured_ms <= latency_limit_ms``.
         within_band: ``measured_ms`` lies in ``target_band_ms``.
         target_band_ms: ``(low, high)`` measured latency the search aimed for.
-        search_windows_ms: the predicted window of each attempt (``(low, high)``, adaptation-time ms).
+        search_windows_ms: the window of each attempt's mean predictions (``(low, high)``, adaptation-time ms).
+        search_limits_ms: each attempt's limit for the bound (the limit at the device's speed, adaptation-time ms).
         calibration_speed: the device's speed vs adaptation before the search (anchors re-timed; NaN
             without anchors); ``device_speed``: its typical speed over the search; ``final_speed``: its
             speed while the winner was re-measured (1.0 = as at adaptation, 1.1 = 10 % slower).
@@ -58,22 +67,28 @@ class VerifiedSearchResult:
         measurements: architectures timed on the device (anchors included).
         evaluated: candidates the proposer scored; ``search_seconds``: time spent proposing.
         history: every verified candidate, in order: ``{"attempt", "window_ms", "arch", "score",
-            "predicted_ms", "measured_ms"}`` (``measured_ms`` raw, ``window_ms`` the attempt's predicted window).
-        candidates: ``(predicted_ms, score)`` of every proposed candidate (for plots).
+            "predicted_ms", "bound_ms", "measured_ms"}`` (``measured_ms`` raw, ``window_ms`` the attempt's
+            window of mean predictions).
+        candidates: ``(predicted_ms, bound_ms, score)`` of every proposed candidate (for plots; in
+            :meth:`to_dict` only with ``candidates=True``).
     """
 
     latency_limit_ms: float
+    confidence: float | None
+    constraint: str
     arch: Any
     arch_indices: list[int]
     objective: str
     score: float
     predicted_ms: float
+    bound_ms: float
     verify_ms: float
     measured_ms: float
     constraint_met: bool
     within_band: bool
     target_band_ms: tuple[float, float]
     search_windows_ms: list[tuple[float, float]]
+    search_limits_ms: list[float]
     calibration_speed: float
     device_speed: float
     final_speed: float
@@ -82,20 +97,34 @@ class VerifiedSearchResult:
     evaluated: int
     search_seconds: float
     history: list[dict] = field(default_factory=list, repr=False)
-    candidates: list[tuple[float, float]] = field(default_factory=list, repr=False)
+    candidates: list[tuple[float, float, float]] = field(default_factory=list, repr=False)
 
     @property
     def attempts(self) -> int:
         return len(self.search_windows_ms)
 
     def verdict(self) -> str:
-        """One line: met or missed, by how much."""
-        share = 100 * self.measured_ms / self.latency_limit_ms
-        word = "met" if self.constraint_met else "MISSED"
-        return (f"limit {self.latency_limit_ms:.2f} ms {word}: measured {self.measured_ms:.2f} ms "
-                f"({share:.1f} % of the limit{', in the target band' if self.within_band else ''}), "
-                f"predicted {self.predicted_ms:.2f} ms, after {self.attempts} attempt(s) and "
-                f"{self.measurements} measurements")
+        """One line: met or missed, by how much, under which constraint."""
+        gap = self.latency_limit_ms - self.measured_ms
+        how = (f"{gap:.2f} ms ({100 * gap / self.latency_limit_ms:.1f} %) under" if self.constraint_met else
+               f"{-gap:.2f} ms ({-100 * gap / self.latency_limit_ms:.1f} %) over")
+        return (f"limit {self.latency_limit_ms:.2f} ms {'met' if self.constraint_met else 'MISSED'}: measured "
+                f"{self.measured_ms:.2f} ms, {how} the limit{', in the target band' if self.within_band else ''}; "
+                f"proposed with a {self.constraint} of {self.bound_ms:.2f} ms (predicted {self.predicted_ms:.2f} ms), "
+                f"{self.attempts} attempt(s), {self.measurements} measurements")
+
+    def table(self) -> str:
+        """A short Markdown table of the winner and how it was found."""
+        low, high = self.target_band_ms
+        rows = [("limit", f"{self.latency_limit_ms:.2f} ms"), ("target band (measured)", f"{low:.2f}-{high:.2f} ms"),
+                ("constraint", self.constraint), ("predicted / bound", f"{self.predicted_ms:.2f} / {self.bound_ms:.2f} ms"),
+                ("verified / re-measured", f"{self.verify_ms:.2f} / {self.measured_ms:.2f} ms "
+                                           f"({self.final_sessions} sessions)"),
+                ("device speed vs adaptation: before / typical / at re-measure",
+                 f"{self.calibration_speed:.2f}x / {self.device_speed:.2f}x / {self.final_speed:.2f}x"),
+                ("attempts; candidates scored; measurements", f"{self.attempts}; {self.evaluated}; {self.measurements}"),
+                (self.objective, f"{self.score:.4g}"), ("architecture", str(self.arch))]
+        return "\n".join(["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 
     def to_dict(self, candidates: bool = False) -> dict:
         out = asdict(self)
@@ -121,8 +150,11 @@ class VerifiedSearch:
        search works in predicted ms divided by the typical speed, unless that is within
        ``calibration_tolerance`` of 1 (taken for timing noise; 10 anchors re-timed on a quiet 2-vCPU VM
        scatter by about +-2.5 %).
-    1. ``propose(estimator, floor_ms, limit_ms)`` searches architectures *predicted* within the target
-       band divided by that speed.
+    1. ``propose(estimator, window_ms, constraint)`` searches architectures *predicted* within the target band
+       divided by that speed (mean prediction) that also meet the limit divided by that speed under
+       :class:`~help_plugin.search.LatencyConstraint` at ``confidence`` (the selection-aware bound; ``None``:
+       the mean prediction, HELP's rule), so that the candidates meet the limit at that confidence before any
+       is measured. Measurement closes the rest.
     2. The ``verify_top`` best-scoring candidates not measured before are measured on ``device``
        (interleaved with the anchors) and brought to the typical speed (times typical / session
        speed, so a load spike during one session cancels out). The best-scoring one within the
@@ -147,13 +179,14 @@ class VerifiedSearch:
             ``"references"`` (default) takes a HELPEstimator's reference archs and the latencies it was
             adapted with (when it has them); ``None`` skips calibration (``*_speed`` fields are NaN).
         refit: re-adapt (a copy of) the estimator on verified candidates before a retry, when it can.
+        confidence: of the proposer's constraint (default 0.95; ``None``: HELP's rule, the mean prediction).
     """
 
     def __init__(self, estimator: LatencyEstimator, device, propose: Proposer, objective: str = "score",
                  verify_top: int = 4, guard: float = 0.03, budget_use: float | None = 0.9,
                  anchors: tuple[Any, Any] | str | None = "references", calibration_tolerance: float = 0.05,
                  retries: int = 2, final_sessions: int = 3, remeasure: int = 3, remeasure_tolerance: float = 0.03,
-                 refit: bool = True):
+                 refit: bool = True, confidence: float | None = 0.95):
         if not 0 <= guard < 1:
             raise ValueError(f"guard must be a fraction in [0, 1), got {guard!r}")
         if final_sessions < 0 or remeasure < 0 or retries < 0 or verify_top < 1:
@@ -165,6 +198,7 @@ class VerifiedSearch:
         self.verify_top, self.guard, self.budget_use, self.retries = verify_top, guard, budget_use, retries
         self.calibration_tolerance, self.final_sessions = calibration_tolerance, final_sessions
         self.remeasure, self.remeasure_tolerance, self.refit = remeasure, remeasure_tolerance, refit
+        self.confidence = checked_confidence(confidence)
         self.anchors = self._anchors(anchors)
 
     def _anchors(self, anchors):
@@ -215,7 +249,7 @@ class VerifiedSearch:
             log.info("the device runs %.0f %% %s than when the estimator was adapted (anchor archs re-timed): "
                      "searching within %.2f-%.2f ms of adaptation-time latency", 100 * abs(speed - 1),
                      "slower" if speed > 1 else "faster", band[0] / speed, band[1] / speed)
-        windows, search_s = [], 0.0
+        windows, limits, search_s = [], [], 0.0
         verified: list[tuple[Candidate, float, float]] = []  # (candidate, raw ms, ms at typical speed)
         proposed: list[Candidate] = []
         searcher = est  # re-adapted (on a copy) with the verified candidates before a retry, when it can be
@@ -223,16 +257,18 @@ class VerifiedSearch:
         history: list[dict] = []
         for attempt in range(self.retries + 1):
             windows.append((band[0] / speed, band[1] / speed))
+            limits.append(latency_limit_ms / speed)
+            constraint = LatencyConstraint(limits[-1], self.confidence)
             t0 = time.perf_counter()
             try:
-                found = list(self.propose(searcher, *windows[-1]))
+                found = list(self.propose(searcher, windows[-1], constraint))
             except NoFeasibleArchitecture:
                 if windows[-1][0] == 0:
                     raise
-                log.warning("no architecture is predicted within %.2f-%.2f ms: searching under the limit alone",
-                            *windows[-1])
+                log.warning("no architecture is predicted within %.2f-%.2f ms that meets %.2f ms by its %s: "
+                            "searching under the limit alone", *windows[-1], limits[-1], constraint.describe())
                 windows[-1] = (0.0, windows[-1][1])
-                found = list(self.propose(searcher, *windows[-1]))
+                found = list(self.propose(searcher, windows[-1], constraint))
             search_s += time.perf_counter() - t0
             proposed += found
             checked = {space.canonical(v[0].arch) for v in verified}
@@ -245,8 +281,8 @@ class VerifiedSearch:
             typical_ms = raw_ms if self.anchors is None else raw_ms * self._typical_speed() / session_speed
             verified += [(c, float(raw), float(typ)) for c, raw, typ in zip(ranked, raw_ms, typical_ms)]
             history += [{"attempt": attempt + 1, "window_ms": windows[-1], "arch": space.format(c.arch),
-                         "score": float(c.score), "predicted_ms": float(c.predicted_ms), "measured_ms": float(raw)}
-                        for c, raw in zip(ranked, raw_ms)]
+                         "score": float(c.score), "predicted_ms": float(c.predicted_ms), "bound_ms": float(c.bound_ms),
+                         "measured_ms": float(raw)} for c, raw in zip(ranked, raw_ms)]
             if ((band[0] <= typical_ms) & (typical_ms <= band[1])).any() or attempt == self.retries:
                 break
             if self.anchors is not None and refit:  # the anchors tell the device's speed, the predictor the rest
@@ -273,14 +309,16 @@ class VerifiedSearch:
         else:
             measured, final_speed, sessions = verify_ms, self._typical_speed(), 0
         return VerifiedSearchResult(
-            latency_limit_ms=float(latency_limit_ms), arch=space.format(winner.arch),
+            latency_limit_ms=float(latency_limit_ms), confidence=self.confidence,
+            constraint=LatencyConstraint(latency_limit_ms, self.confidence).describe(), arch=space.format(winner.arch),
             arch_indices=[int(i) for i in winner.arch], objective=self.objective, score=float(winner.score),
-            predicted_ms=float(winner.predicted_ms), verify_ms=float(verify_ms), measured_ms=measured,
+            predicted_ms=float(winner.predicted_ms), bound_ms=float(winner.bound_ms), verify_ms=float(verify_ms),
+            measured_ms=measured,
             constraint_met=bool(measured <= latency_limit_ms), within_band=bool(band[0] <= measured <= band[1]),
-            target_band_ms=band, search_windows_ms=windows, calibration_speed=calibration,
+            target_band_ms=band, search_windows_ms=windows, search_limits_ms=limits, calibration_speed=calibration,
             device_speed=self._typical_speed(), final_speed=final_speed, final_sessions=sessions,
             measurements=self._n_measured, evaluated=len(proposed), search_seconds=search_s, history=history,
-            candidates=[(float(c.predicted_ms), float(c.score)) for c in proposed])
+            candidates=[(float(c.predicted_ms), float(c.bound_ms), float(c.score)) for c in proposed])
 
     def _remeasure(self, arch: np.ndarray) -> tuple[float, float, int]:
         """Step 3: ``(median re-measured ms, median session speed, sessions run)``."""
@@ -308,13 +346,14 @@ class VerifiedSearch:
 def evolution_proposer(objective: Callable[[np.ndarray], float], cycles: int = 60, seed: int = 0,
                        progress: bool = False) -> Proposer:
     """Regularised evolution (:func:`~help_plugin.search.evolution.evolutionary_search`) maximising
-    ``objective(index_row)`` over architectures predicted within the window (mean prediction)."""
+    ``objective(index_row)`` over architectures within the window (see :data:`Proposer`)."""
     from .evolution import evolutionary_search
 
-    def propose(estimator: LatencyEstimator, floor_ms: float, limit_ms: float) -> list[Candidate]:
-        found = evolutionary_search(estimator, objective, limit_ms, cycles=cycles, margin_std=0.0, seed=seed,
-                                    progress=progress, latency_floor_ms=floor_ms)
-        return [Candidate(arch, score, ms) for arch, score, ms in found.evaluated]
+    def propose(estimator: LatencyEstimator, window_ms: tuple, constraint: LatencyConstraint) -> list[Candidate]:
+        found = evolutionary_search(estimator, objective, constraint.limit_ms, cycles=cycles,
+                                    confidence=constraint.confidence, seed=seed, progress=progress,
+                                    latency_window_ms=window_ms)
+        return [Candidate(arch, score, ms, bound) for arch, score, ms, bound in found.evaluated]
 
     return propose
 

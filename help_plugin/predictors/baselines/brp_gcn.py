@@ -48,6 +48,7 @@ class BRPGCNEstimator(LatencyEstimator):
     """
 
     default_shots = 900
+    calibration_folds = 5  # calibrated bounds by CV+ (5 refits), not one refit per measurement
 
     def __init__(self, space: str | SearchSpace = "nasbench201", hidden: int = 600, layers: int = 4,
                  epochs: int = 20, lr: float = 2e-3, weight_decay: float = 5e-4, batch_size: int = 64, seed: int = 0):

@@ -70,6 +70,8 @@ class HATMLPEstimator(LatencyEstimator):
     ``n_measurements_``.
     """
 
+    calibration_folds = 5  # calibrated bounds by CV+ (5 refits), not one refit per measurement
+
     def __init__(self, space: str | SearchSpace = "hat", feature_norm: Sequence[float] = HAT_FEATURE_NORM,
                  lat_norm: float | None = None, hidden_dim: int = 400, hidden_layer_num: int = 3,
                  train_steps: int = 5000, bsz: int = 128, lr: float = 1e-5, seed: int = 0):

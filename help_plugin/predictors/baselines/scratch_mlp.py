@@ -20,6 +20,8 @@ class ScratchMLPEstimator(LatencyEstimator):
     ``n_measurements_``.
     """
 
+    calibration_folds = 5  # calibrated bounds by CV+ (5 refits), not one refit per measurement
+
     def __init__(self, space: str | SearchSpace = "nasbench201", hidden: int = 100, epochs: int = 300,
                  lr: float = 1e-3, weight_decay: float = 1e-4, seed: int = 0):
         self.space = space

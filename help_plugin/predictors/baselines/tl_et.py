@@ -66,6 +66,8 @@ class TransferEmbeddingEstimator(LatencyEstimator):
     devices (pool = the 9 training devices, 10 shots, 3 draws: mean rho 0.977 vs 0.954).
     """
 
+    calibration_folds = 5  # calibrated bounds by CV+ (5 refits), not one refit per measurement
+
     def __init__(self, space: str | SearchSpace = "nasbench201", embed_dim: int = 16, hidden: int = 200,
                  steps: int = 3000, finetune_steps: int = 300, lr: float = 1e-3, finetune_lr: float = 1e-2,
                  batch_size: int = 512, finetune: str = "embedding", meta_model: EmbeddingTable | None = None,

@@ -20,6 +20,7 @@ import torch
 
 from ...data import LatencyDataset
 from ...spaces import SearchSpace
+from ..calibration import HeldOut, MetaCalibration
 
 
 class DeviceHead(abc.ABC):
@@ -63,7 +64,9 @@ class MetaLearner(abc.ABC):
 
     Attributes after :meth:`meta_fit` (or :meth:`from_state`): ``reference_indices``
     ``[n_reference, arch_length]`` (the architectures every new device must time first),
-    ``train_devices``, ``valid_devices``, ``meta_train_seconds``.
+    ``train_devices``, ``valid_devices``, ``meta_train_seconds``, ``calibration`` (the
+    :class:`~help_plugin.predictors.calibration.MetaCalibration` constants of calibrated bounds where
+    they were derived for this model, e.g. the shipped ones; ``None``: the t-rule).
     """
 
     method: str = ""
@@ -79,6 +82,7 @@ class MetaLearner(abc.ABC):
         self.train_devices: tuple[str, ...] = ()
         self.valid_devices: tuple[str, ...] = ()
         self.meta_train_seconds: float | None = None
+        self.calibration: MetaCalibration | None = None
 
     # -------------------------------------------------------------- meta-training
     def meta_fit(self, data: LatencyDataset, train_devices: Sequence[str], valid_devices: Sequence[str] = (),
@@ -93,6 +97,7 @@ class MetaLearner(abc.ABC):
             self._meta_fit(data, tuple(train_devices), tuple(valid_devices), rows, progress)
         self.train_devices, self.valid_devices = tuple(train_devices), tuple(valid_devices)
         self.meta_train_seconds = time.perf_counter() - t0
+        self.calibration = None  # constants derived for another model do not apply
         return self
 
     @abc.abstractmethod
@@ -114,12 +119,27 @@ class MetaLearner(abc.ABC):
         """Differentiable latency (ms) ``[n]`` from relaxed choices ``probs`` ``[n, arch_length, max_choice]``."""
         raise NotImplementedError(f"method {self.method!r} has no differentiable prediction")
 
+    def leave_one_out(self, head: DeviceHead, reference_ms: np.ndarray, shot_idx: np.ndarray,
+                      shot_ms: np.ndarray) -> HeldOut:
+        """``head`` (adapted on these measurements) and heads adapted without one measurement each, for
+        calibrated bounds; the rows count the references first, then the shots.
+
+        Default: each shot left out in turn and the head adapted again (the reference archs stay: the
+        hardware embedding needs all of them). A learner whose head can leave out any measurement, or
+        predict many heads at once more cheaply, overrides this.
+        """
+        heads = [self.adapt(reference_ms, np.delete(shot_idx, i, axis=0), np.delete(shot_ms, i))
+                 for i in range(len(shot_ms))]
+        rows = [np.array([len(reference_ms) + i]) for i in range(len(shot_ms))]
+        return HeldOut(rows, lambda idx: (self.predict(head, idx), np.stack([self.predict(h, idx) for h in heads])))
+
     # -------------------------------------------------------------- persistence
     def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
         """``(JSON-able meta, tensors)`` of the meta-trained learner."""
         meta, tensors = self._state()
         meta = {"config": self.config.to_dict(), "train_devices": list(self.train_devices),
-                "valid_devices": list(self.valid_devices), "meta_train_seconds": self.meta_train_seconds, **meta}
+                "valid_devices": list(self.valid_devices), "meta_train_seconds": self.meta_train_seconds,
+                "calibration": None if self.calibration is None else self.calibration.to_dict(), **meta}
         return meta, {"reference_indices": torch.from_numpy(np.asarray(self.reference_indices, np.int64)), **tensors}
 
     @classmethod
@@ -129,6 +149,8 @@ class MetaLearner(abc.ABC):
         space.check_indices(self.reference_indices)
         self.train_devices, self.valid_devices = tuple(meta["train_devices"]), tuple(meta["valid_devices"])
         self.meta_train_seconds = meta.get("meta_train_seconds")
+        if meta.get("calibration") is not None:
+            self.calibration = MetaCalibration.from_dict(meta["calibration"])
         self._from_state(meta, tensors)
         return self
 

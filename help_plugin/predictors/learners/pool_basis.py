@@ -16,6 +16,7 @@ import torch
 
 from ...spaces import COST_FEATURES
 from ...validation import check_reference_spread
+from ..calibration import HeldOut
 from ..nets import PoolLatencyNet
 from ..ridge import RidgeHead
 from ..training import Standardiser, moments, progress_bar, torch_threads, train_adam
@@ -112,14 +113,28 @@ class PoolBasisLearner(MetaLearner):
         return self.basis(indices)[:, len(COST_FEATURES):]
 
     # -------------------------------------------------------------- a device
+    def _groups(self, n_features: int) -> tuple[int, int] | None:
+        return (len(COST_FEATURES), n_features - len(COST_FEATURES)) if self.config.group_penalties else None
+
     def adapt(self, reference_ms: np.ndarray, shot_idx: np.ndarray, shot_ms: np.ndarray) -> RidgeHead:
         check_reference_spread(reference_ms)
         basis = self.basis(np.concatenate([self.reference_indices, shot_idx]))
-        groups = (len(COST_FEATURES), basis.shape[1] - len(COST_FEATURES)) if self.config.group_penalties else None
-        return RidgeHead.fit(basis, np.concatenate([reference_ms, shot_ms]), groups=groups)
+        return RidgeHead.fit(basis, np.concatenate([reference_ms, shot_ms]), groups=self._groups(basis.shape[1]))
 
     def predict(self, head: RidgeHead, indices: np.ndarray, return_std: bool = False):
         return head.predict(self.basis(indices), return_std=return_std)
+
+    def leave_one_out(self, head: RidgeHead, reference_ms, shot_idx, shot_ms) -> HeldOut:
+        """Any measurement can be left out (references too): the ridge head is refit in closed form
+        without it, strengths chosen again; the basis of queried archs is computed once for all heads."""
+        basis = self.basis(np.concatenate([self.reference_indices, shot_idx]))
+        heads = RidgeHead.leave_one_out(basis, np.concatenate([reference_ms, shot_ms]), self._groups(basis.shape[1]))
+
+        def predict(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            b = self.basis(indices)
+            return head.predict(b), np.stack([h.predict(b) for h in heads])
+
+        return HeldOut([np.array([i]) for i in range(len(heads))], predict)
 
     def predict_tensor(self, head: RidgeHead, probs: torch.Tensor) -> torch.Tensor:
         costs = self.space.relaxed_costs(probs.to(torch.float64))

@@ -1,0 +1,169 @@
+"""Meta-calibration of the calibrated latency bounds: leave-one-device-out over the shipped splits' pool devices.
+
+    python benchmarks/meta_calibration.py                 # help+ on nasbench201, fbnet, ofa: 31 min on 2 busy
+                                                          # vCPUs (75 s once the LODO models are cached)
+    python benchmarks/meta_calibration.py --method help --out results/calibration_help.json
+
+For every pool device ``p`` (training and validation devices of each space's default split; never a test
+device) the method is meta-trained on the other pool devices of its space, with the shipped model's settings
+(``--models`` caches these models), adapted to ``p`` with its 10 reference archs + ``--shots`` random others
+(``--seeds`` draws), and predicts every recorded architecture of ``p``
+(:mod:`help_plugin.evaluation.constraints`). Over these simulated adaptations, devices weighted equally:
+
+* ``c(q)``, the marginal multiplier: the smallest ``c`` whose bound ``yhat * exp(c * s * l(x))`` covers ``q`` of
+  the architectures that were not measured;
+* ``c_sel(q)``, the selection-aware multiplier: the smallest ``c`` from which the adversarial picks (the
+  largest-MACs, and the largest-params, architecture whose bound is under a limit at the 10/30/50/70/90th
+  percentile of ``p``'s latencies, over all recorded architectures; ``--selection-seeds`` draws) meet their
+  limit in ``q`` of cases.
+
+The constants go into ``--out`` under the method's name (default: ``help_plugin/pretrained/calibration.json``,
+which ``HELPEstimator.pretrained`` reads), with the settings they were derived under; the table printed is
+nested leave-one-device-out (each device scored with constants learned without it), and
+``results/meta_calibration.json`` keeps it. When the help+ head changes (``predictors/ridge.py``,
+``learners/pool_basis.py``), rerun this command: the cached models are reused, since only adaptation changed.
+When meta-training changes, delete ``--models`` first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from help_plugin.evaluation.constraints import (
+    adversarial_picks,
+    coverage,
+    coverage_curves,
+    hit_curves,
+    median_width,
+    objective_values,
+    simulate_adaptation,
+    smallest_multiplier,
+)
+
+from help_plugin import HELPEstimator, get_split, load_help_data
+from help_plugin.predictors import torch_threads
+from help_plugin.predictors.calibration import SHIPPED_CONSTANTS, MetaCalibration
+from help_plugin.predictors.help import PRETRAINED_DIR
+
+CONFIDENCES = (0.5, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99)
+#: Multipliers tried: marginal constants to 0.005, selection-aware ones to 0.05 (each pick is a full search).
+MARGINAL_GRID = np.round(np.arange(-3.0, 15.0, 0.005), 3)
+SELECTION_GRID = np.round(np.arange(0.0, 10.0 + 1e-9, 0.05), 2)
+
+
+def lodo_model(method: str, space: str, data, pool: list[str], device: str, cache: Path) -> HELPEstimator:
+    """The method meta-trained on ``pool`` minus ``device`` with the shipped model's settings (cached)."""
+    path = cache / method / space / f"{device}.safetensors"
+    if path.exists():
+        return HELPEstimator.load(path)
+    try:
+        config = HELPEstimator.pretrained(space).meta_model.config.to_dict()
+    except FileNotFoundError:
+        config = {}
+    options = {k: v for k, v in config.items() if k != "seed"}
+    t0 = time.perf_counter()
+    est = HELPEstimator.meta_train(space, data, [d for d in pool if d != device], (), method=method,
+                                   seed=config.get("seed", 0), **options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    est.save(path)
+    print(f"  meta-trained {method} on {space} without {device} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return est
+
+
+def device_row(adaptations, picked, c90: float, c95: float, c_sel: float, objectives) -> dict:
+    """One device: coverage at 90/95 % over ``adaptations`` (mean, worst), the width, and over ``picked`` the
+    adversarial picks at ``c_sel`` meeting their limit and their objective ratio."""
+    cov = {q: [coverage(a, a.log_pred + c * a.log_width) for a in adaptations] for q, c in ((0.9, c90), (0.95, c95))}
+    picks = [adversarial_picks(a, a.log_pred + c_sel * a.log_width, objectives[:, k])[:2]
+             for a in picked for k in range(objectives.shape[1])]
+    met = np.concatenate([m[0] for m, _ in picks])
+    return {"cov90": float(np.mean(cov[0.9])), "cov90_worst": float(np.min(cov[0.9])),
+            "cov95": float(np.mean(cov[0.95])), "cov95_worst": float(np.min(cov[0.95])),
+            "width95": float(np.median([median_width(a, a.log_pred + c95 * a.log_width) for a in adaptations])),
+            "picks": len(met), "met": int(met.sum()), "objective_ratio": float(np.mean([r for _, r in picks]))}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default="help+")
+    p.add_argument("--spaces", default="nasbench201,fbnet,ofa")
+    p.add_argument("--shots", type=int, default=10, help="measured archs besides the references (default 10)")
+    p.add_argument("--seeds", type=int, default=10, help="adaptations per device for c(q) (default 10)")
+    p.add_argument("--selection-seeds", type=int, default=3, help="of which used for c_sel(q) (default 3)")
+    p.add_argument("--models", type=Path, default=Path("results/meta_calibration/models"))
+    p.add_argument("--out", type=Path, default=PRETRAINED_DIR / SHIPPED_CONSTANTS)
+    p.add_argument("--report", type=Path, default=Path("results/meta_calibration.json"))
+    args = p.parse_args()
+    spaces = args.spaces.split(",")
+    t_start = time.perf_counter()
+
+    adaptations, objectives, config = [], {}, None
+    for space in spaces:
+        data = load_help_data(space)
+        split = get_split(space)
+        pool = list(split.train) + list(split.valid)
+        objectives[space] = objective_values(data)
+        for device in pool:
+            with torch_threads(1):
+                est = lodo_model(args.method, space, data, pool, device, args.models)
+                config = est.meta_model.config.to_dict()
+                adaptations += [simulate_adaptation(est, data, device, seed, args.shots) for seed in range(args.seeds)]
+        print(f"{space}: {len(pool)} pool devices adapted to, {time.perf_counter() - t_start:.0f} s", flush=True)
+
+    selection = [a for a in adaptations if a.seed < args.selection_seeds]
+    cov = coverage_curves(adaptations, MARGINAL_GRID)
+    hits = hit_curves(selection, objectives, SELECTION_GRID)
+    marginal = [smallest_multiplier(list(cov.values()), MARGINAL_GRID, q) for q in CONFIDENCES]
+    sel = [smallest_multiplier(list(hits.values()), SELECTION_GRID, q) if q >= 0.8 else None for q in CONFIDENCES]
+    constants = MetaCalibration(list(CONFIDENCES), marginal, sel, measurements=len(adaptations[0].measured), info={
+        "method": args.method, "spaces": spaces, "config": config, "lodo_devices": len(cov),
+        "seeds": args.seeds, "selection_seeds": args.selection_seeds, "shots": args.shots,
+        "selection_objectives": ["macs", "params"], "limit_percentiles": [10, 30, 50, 70, 90],
+        "command": "python benchmarks/meta_calibration.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "report", "models"))})
+    table = {}
+    for key in cov:  # nested: each device scored with constants learned without it
+        others_cov = [v for k, v in cov.items() if k != key]
+        c90, c95 = (smallest_multiplier(others_cov, MARGINAL_GRID, q) for q in (0.9, 0.95))
+        c_sel = smallest_multiplier([v for k, v in hits.items() if k != key], SELECTION_GRID, 0.95)
+        c_sel = max(SELECTION_GRID[-1] if c_sel is None else c_sel, c95)
+        table[key] = {"c90": c90, "c95": c95, "c_sel95": c_sel, **device_row(
+            [a for a in adaptations if (a.space, a.device) == key], [a for a in selection if (a.space, a.device) == key],
+            c90, c95, c_sel, objectives[key[0]])}
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    shipped = json.loads(args.out.read_text()) if args.out.exists() else {}
+    shipped[args.method] = constants.to_dict()
+    args.out.write_text(json.dumps(shipped, indent=1) + "\n")
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(json.dumps({"constants": constants.to_dict(), "seconds": time.perf_counter() - t_start,
+                                       "nested_lodo": [{"space": k[0], "device": k[1], **v} for k, v in table.items()]},
+                                      indent=1))
+
+    print(f"\n{args.method}: constants from {len(cov)} pool devices x {args.seeds} adaptations of "
+          f"{constants.measurements} measurements\n")
+    print("| confidence | " + " | ".join(f"{q:g}" for q in CONFIDENCES) + " |\n|---|" + "---|" * len(CONFIDENCES))
+    print("| c (marginal) | " + " | ".join(f"{c:.2f}" for c in marginal) + " |")
+    print("| c_sel (selection) | " + " | ".join("-" if c is None else f"{c:.2f}" for c in sel) + " |")
+    print("\nnested leave-one-device-out (constants learned without the device): coverage % mean (worst "
+          "adaptation), median upper95 / prediction, adversarial picks meeting the limit, objective ratio\n")
+    print("| space | device | cov90 | cov95 | width95 | picks met | objective ratio |\n|---|---|---|---|---|---|---|")
+    for (space, device), r in table.items():
+        print(f"| {space} | {device} | {100 * r['cov90']:.1f} ({100 * r['cov90_worst']:.0f}) | "
+              f"{100 * r['cov95']:.1f} ({100 * r['cov95_worst']:.0f}) | {r['width95']:.3f} | {r['met']}/{r['picks']} | "
+              f"{r['objective_ratio']:.2f} |")
+    rows = list(table.values())
+    met, picks = sum(r["met"] for r in rows), sum(r["picks"] for r in rows)
+    print(f"\nall: cov90 {100 * np.mean([r['cov90'] for r in rows]):.1f} %, cov95 "
+          f"{100 * np.mean([r['cov95'] for r in rows]):.1f} % (worst adaptation "
+          f"{100 * min(r['cov95_worst'] for r in rows):.1f} %); picks met {met}/{picks} = {100 * met / picks:.1f} % "
+          f"(worst device {100 * min(r['met'] / r['picks'] for r in rows):.0f} %); objective ratio "
+          f"{np.mean([r['objective_ratio'] for r in rows]):.2f}")
+    print(f"\nwrote {args.out} and {args.report} in {time.perf_counter() - t_start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Latency constraints on recorded devices: coverage of the calibrated bounds, adversarial picks, meta-calibration.
+
+The protocol (used by ``benchmarks/meta_calibration.py`` and ``benchmarks/constraints.py``): a device with
+recorded latencies is adapted to with its reference architectures plus ``shots`` random others
+(:func:`simulate_adaptation`); every other recorded architecture is a query whose latency is known.
+
+* Coverage of a bound: the share of queries whose latency is at most the bound.
+* Adversarial picks (:func:`adversarial_picks`): for limits at percentiles of the device's recorded
+  latencies, the query with the largest analytic MACs (or parameters) whose bound is under the limit,
+  over *all* queries: a search at its most effective at finding where the predictor errs low. A pick
+  "meets" the limit when its recorded latency does; its objective ratio is its MACs over the largest MACs
+  of a query that truly meets the limit.
+* Meta-calibration (:func:`coverage_curves`, :func:`hit_curves`, :func:`smallest_multiplier`): the multipliers ``c``
+  of :mod:`help_plugin.predictors.calibration` learned on simulated adaptations of held-out devices,
+  with every device weighted equally.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..data import LatencyDataset
+from ..predictors import HELPEstimator
+
+#: Limits of the adversarial picks: percentiles of the device's recorded latencies.
+PERCENTILES = (10, 30, 50, 70, 90)
+#: Objectives of the adversarial picks: the first columns of ``space.cost_features``.
+OBJECTIVES = ("macs", "params")
+
+
+def objective_values(data: LatencyDataset) -> np.ndarray:
+    """``[n_rows, len(OBJECTIVES)]``: analytic MACs and parameters of every row."""
+    return data.space.cost_features(data.archs)[:, :len(OBJECTIVES)]
+
+
+@dataclass
+class Adaptation:
+    """One simulated adaptation: ``measured`` rows of ``data`` (references + shots), the recorded
+    ``true_ms`` of every row, the estimator's ``log_pred`` and ``log_width`` (``s * l(x)``, the unit of the
+    multiplier) for every row, and its ``mean_ms``/``std_ms`` (``predict(return_std=True)``; ``None``
+    without a predictive std)."""
+
+    space: str
+    device: str
+    seed: int
+    measured: np.ndarray
+    true_ms: np.ndarray
+    log_pred: np.ndarray
+    log_width: np.ndarray
+    mean_ms: np.ndarray | None = None
+    std_ms: np.ndarray | None = None
+
+    @property
+    def queries(self) -> np.ndarray:
+        """Rows that were not measured (where coverage and picks are evaluated)."""
+        mask = np.ones(len(self.true_ms), bool)
+        mask[self.measured] = False
+        return np.flatnonzero(mask)
+
+    def errors(self) -> np.ndarray:
+        """Normalised log errors of the queries, ``(log y - log yhat) / (s * l(x))``: the bound covers a query
+        at multiplier ``c`` iff its error is ``<= c``."""
+        q = self.queries
+        return (np.log(self.true_ms[q]) - self.log_pred[q]) / self.log_width[q]
+
+
+def simulate_adaptation(estimator: HELPEstimator, data: LatencyDataset, device: str, seed: int, shots: int = 10,
+                        with_std: bool = False) -> Adaptation:
+    """Adapt ``estimator`` to ``device`` on its reference rows + ``shots`` random rows (``seed``) and predict
+    every row of ``data``."""
+    lat = data.latency(device)
+    rest = np.setdiff1d(np.flatnonzero(np.isfinite(lat)), data.reference_rows)
+    shot_rows = np.random.default_rng(seed).choice(rest, shots, replace=False)
+    estimator.adapt(lat[data.reference_rows], data.archs[shot_rows], lat[shot_rows])
+    log_pred, log_width = estimator.calibration().log_prediction(data.archs)
+    mean = std = None
+    if with_std:
+        mean, std = estimator.predict(data.archs, return_std=True)
+    return Adaptation(data.space.name, device, seed, np.concatenate([data.reference_rows, shot_rows]), lat,
+                      log_pred, log_width, mean, std)
+
+
+def coverage(a: Adaptation, log_bound: np.ndarray) -> float:
+    """Share of the queries whose recorded latency is at most the bound (log ms, one per row)."""
+    q = a.queries
+    return float(np.mean(np.log(a.true_ms[q]) <= log_bound[q]))
+
+
+def median_width(a: Adaptation, log_bound: np.ndarray) -> float:
+    """Median over the queries of bound / prediction."""
+    q = a.queries
+    return float(np.median(np.exp(log_bound[q] - a.log_pred[q])))
+
+
+def adversarial_picks(a: Adaptation, log_bounds: np.ndarray, objective: np.ndarray,
+                      percentiles: Sequence[float] = PERCENTILES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Picks of the largest ``objective`` (one value per row) among queries whose bound is under the limit.
+
+    ``log_bounds``: ``[n_rules, n_rows]`` (one bound per rule, e.g. per multiplier) or ``[n_rows]``.
+    Returns ``(met, ratio, found)``, each ``[n_rules, n_limits]``: the pick's recorded latency is under the
+    limit (``True`` when nothing is feasible: nothing picked violates it), its objective over the best truly
+    feasible query's (0 when nothing was picked), whether anything was feasible.
+    """
+    log_bounds = np.atleast_2d(log_bounds)
+    q = a.queries
+    order = q[np.argsort(-objective[q], kind="stable")]
+    bounds = log_bounds[:, order]
+    true = a.true_ms[order]
+    met = np.ones((len(log_bounds), len(percentiles)), bool)
+    ratio = np.zeros(met.shape)
+    found = np.zeros(met.shape, bool)
+    for j, p in enumerate(percentiles):
+        limit = np.percentile(a.true_ms[np.isfinite(a.true_ms)], p)
+        best = objective[order][true <= limit].max()
+        ok = bounds <= np.log(limit)
+        found[:, j] = ok.any(axis=1)
+        first = np.argmax(ok, axis=1)
+        met[found[:, j], j] = true[first[found[:, j]]] <= limit
+        ratio[found[:, j], j] = objective[order][first[found[:, j]]] / best
+    return met, ratio, found
+
+
+def by_device(adaptations: Sequence[Adaptation]) -> dict[tuple[str, str], list[Adaptation]]:
+    """``(space, device) -> its adaptations``, in first-seen order."""
+    groups: dict[tuple[str, str], list[Adaptation]] = {}
+    for a in adaptations:
+        groups.setdefault((a.space, a.device), []).append(a)
+    return groups
+
+
+def coverage_curves(adaptations: Sequence[Adaptation], grid: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
+    """``(space, device) -> [len(grid)]``: the share of queries the bound ``log yhat + c * s * l(x)`` covers at each
+    multiplier ``c`` of ``grid``, averaged over the device's adaptations."""
+    return {key: np.mean([np.searchsorted(np.sort(a.errors()), grid, side="right") / len(a.queries) for a in group],
+                         axis=0)
+            for key, group in by_device(adaptations).items()}
+
+
+def hit_curves(adaptations: Sequence[Adaptation], objectives: dict[str, np.ndarray], grid: np.ndarray,
+               percentiles: Sequence[float] = PERCENTILES) -> dict[tuple[str, str], np.ndarray]:
+    """``(space, device) -> [len(grid)]``: the share of adversarial picks (both objectives, every limit, every
+    adaptation of the device) meeting their limit at bound ``log yhat + c * s * l(x)`` for each ``c`` of
+    ``grid`` (``objectives[space]``: :func:`objective_values` of that space's data)."""
+    return {(space, device): np.concatenate([
+        adversarial_picks(a, a.log_pred + grid[:, None] * a.log_width, objectives[space][:, k], percentiles)[0]
+        for a in group for k in range(len(OBJECTIVES))], axis=1).mean(axis=1)
+        for (space, device), group in by_device(adaptations).items()}
+
+
+def smallest_multiplier(curves: Sequence[np.ndarray], grid: np.ndarray, confidence: float) -> float | None:
+    """The smallest ``c`` of ``grid`` from which the mean of ``curves`` (devices weighted equally) stays
+    ``>= confidence``; ``None`` where no ``c`` of the grid gets there."""
+    holds = np.logical_and.accumulate((np.mean(curves, axis=0) >= confidence)[::-1])[::-1]
+    return float(grid[np.argmax(holds)]) if holds.any() else None
