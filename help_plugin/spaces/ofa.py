@@ -85,6 +85,17 @@ class OFAMobileNetV3(SearchSpace):
         out[45] = RESOLUTIONS.index(int(r))
         return out
 
+    def memo_key(self, arch: Any):
+        """An arch dict as a tuple of its items (lists as tuples), so that parsing it is remembered."""
+        if not isinstance(arch, dict):
+            return None
+        try:
+            key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in arch.items()))
+            hash(key)
+        except TypeError:  # unhashable or unorderable: parsed every time (and its error raised)
+            return None
+        return key
+
     def format(self, indices) -> dict:
         idx = [int(i) for i in indices]
         return {
@@ -116,51 +127,12 @@ class OFAMobileNetV3(SearchSpace):
         return idx
 
     def cost_features(self, indices: np.ndarray) -> np.ndarray:
+        """Costs of the fixed parts at the subnet's resolution plus those of its active layers (:meth:`_cost_tables`)."""
         indices = self.to_indices(indices)
-        n = len(indices)
-        res = np.asarray(RESOLUTIONS, dtype=np.float64)[indices[:, 45]]
-        ks = np.asarray(KERNELS, dtype=np.float64)[indices[:, :20]]
-        ex = np.asarray(EXPANDS, dtype=np.float64)[indices[:, 20:40]]
-        active = self.active_mask(indices)
-        h = _ceil_half(res)  # after the stride-2 first conv
-        c = FIRST_CHANNELS
-        hw = h * h
-        # first conv 3x3 (3 -> 16) and the fixed first block (dw 3x3 + 1x1 16 -> 16)
-        macs = 27 * c * hw + 9 * c * hw + c * c * hw
-        params = np.full(n, 27 * c + 9 * c + c * c, dtype=np.float64)
-        memory = (3 * res * res) + 4 * c * hw
-        kernels = np.full(n, 6.0)
-        for stage, (c_out, stride, se) in enumerate(zip(STAGE_CHANNELS, STAGE_STRIDES, STAGE_SE)):
-            for j in range(4):
-                layer = 4 * stage + j
-                on = active[:, layer]
-                s = stride if j == 0 else 1
-                h_out = _ceil_half(h) if s == 2 else h
-                c_in = c if j == 0 else c_out
-                mid = c_in * ex[:, layer]  # make_divisible is the identity for these channel counts
-                lm = c_in * mid * h * h + mid * ks[:, layer] ** 2 * h_out ** 2 + mid * c_out * h_out ** 2
-                lp = c_in * mid + mid * ks[:, layer] ** 2 + mid * c_out
-                lmem = c_in * h * h + 2 * mid * h * h + 2 * mid * h_out ** 2 + c_out * h_out ** 2
-                lk = 9.0 + (j > 0)
-                if se:
-                    squeeze = make_divisible(mid // 4)
-                    lm = lm + 2 * mid * squeeze + mid * h_out ** 2
-                    lp = lp + 2 * mid * squeeze
-                    lmem = lmem + 2 * mid * h_out ** 2
-                    lk = lk + 5
-                macs = macs + on * lm
-                params = params + on * lp
-                memory = memory + on * lmem
-                kernels = kernels + on * lk
-                if j == 0:
-                    h = h_out
-            c = c_out
-        hw = h * h
-        macs = macs + c * FINAL_EXPAND * hw + FINAL_EXPAND * FEATURE_MIX + FEATURE_MIX * NUM_CLASSES
-        params = params + c * FINAL_EXPAND + FINAL_EXPAND * FEATURE_MIX + FEATURE_MIX * NUM_CLASSES
-        memory = memory + (c + FINAL_EXPAND) * hw
-        kernels = kernels + 6
-        return np.stack([macs, params, memory, kernels], axis=1)
+        fixed, layers = _cost_tables()
+        res = indices[:, 45:]
+        per_layer = layers[np.arange(20), res, indices[:, :20], indices[:, 20:40]]  # [n, 20, 4]
+        return fixed[res[:, 0]] + np.einsum("nlk,nl->nk", per_layer, self.active_mask(indices).astype(np.float64))
 
     # ------------------------------------------------------------------ data and graph forms
     def help_archs(self, load) -> np.ndarray:
@@ -206,6 +178,49 @@ class OFAMobileNetV3(SearchSpace):
             supernet.set_active_subnet(ks=cfg["ks"], e=cfg["e"], d=cfg["d"])
             net = supernet.get_active_subnet(preserve_weight=True)
         return net.eval()
+
+
+@functools.lru_cache(maxsize=1)
+def _cost_tables() -> tuple[np.ndarray, np.ndarray]:
+    """``(fixed [resolution, 4], per layer [20, resolution, kernel, expand, 4])``: the MACs, params, memory and
+    kernels of the parts every subnet has (first conv and block, final layers) and of each elastic layer when
+    active, for every resolution and choice (a layer's input size depends only on the resolution)."""
+    res = np.asarray(RESOLUTIONS, dtype=np.float64)[:, None, None]
+    ks = np.asarray(KERNELS, dtype=np.float64)[None, :, None]
+    ex = np.asarray(EXPANDS, dtype=np.float64)[None, None, :]
+    grid = np.zeros((len(RESOLUTIONS), len(KERNELS), len(EXPANDS)))
+    h = _ceil_half(res)  # after the stride-2 first conv
+    c = FIRST_CHANNELS
+    hw = h * h
+    # first conv 3x3 (3 -> 16) and the fixed first block (dw 3x3 + 1x1 16 -> 16)
+    fixed = [27 * c * hw + 9 * c * hw + c * c * hw, 0 * hw + 27 * c + 9 * c + c * c, 3 * res * res + 4 * c * hw, 0 * hw + 6]
+    layers = np.zeros((20,) + grid.shape + (4,))
+    for stage, (c_out, stride, se) in enumerate(zip(STAGE_CHANNELS, STAGE_STRIDES, STAGE_SE)):
+        for j in range(4):
+            s = stride if j == 0 else 1
+            h_out = _ceil_half(h) if s == 2 else h
+            c_in = c if j == 0 else c_out
+            mid = c_in * ex  # make_divisible is the identity for these channel counts
+            lm = c_in * mid * h * h + mid * ks ** 2 * h_out ** 2 + mid * c_out * h_out ** 2
+            lp = c_in * mid + mid * ks ** 2 + mid * c_out
+            lmem = c_in * h * h + 2 * mid * h * h + 2 * mid * h_out ** 2 + c_out * h_out ** 2
+            lk = 9.0 + (j > 0)
+            if se:
+                squeeze = make_divisible(mid // 4)
+                lm = lm + 2 * mid * squeeze + mid * h_out ** 2
+                lp = lp + 2 * mid * squeeze
+                lmem = lmem + 2 * mid * h_out ** 2
+                lk = lk + 5
+            layers[4 * stage + j] = np.stack(np.broadcast_arrays(lm, lp, lmem, lk + grid), axis=-1)
+            if j == 0:
+                h = h_out
+        c = c_out
+    hw = h * h
+    fixed[0] = fixed[0] + c * FINAL_EXPAND * hw + FINAL_EXPAND * FEATURE_MIX + FEATURE_MIX * NUM_CLASSES
+    fixed[1] = fixed[1] + c * FINAL_EXPAND + FINAL_EXPAND * FEATURE_MIX + FEATURE_MIX * NUM_CLASSES
+    fixed[2] = fixed[2] + (c + FINAL_EXPAND) * hw
+    fixed[3] = fixed[3] + 6
+    return np.stack([np.broadcast_to(f, res.shape).ravel() for f in fixed], axis=1), layers
 
 
 _SUPERNET_LOCK = threading.Lock()
