@@ -126,7 +126,7 @@ class HELPEstimator(LatencyEstimator):
         if not isinstance(learner, MetaLearner) or learner.method != self.method:
             raise ValueError(f"meta_model must be a meta-trained MetaLearner of method {self.method!r}, got "
                              f"{learner!r}")
-        if learner.space != self.space:
+        if learner.space is not self.space and learner.space != self.space:
             raise ValueError(f"meta_model is for space {learner.space!r}, the estimator for {self.space!r}")
         return learner
 
@@ -257,6 +257,11 @@ class HELPEstimator(LatencyEstimator):
             tensors["shot_latencies_ms"] = torch.from_numpy(np.asarray(self.shot_latencies_ms_, np.float64))
             tensors.update({f"head.{k}": v for k, v in self.head_.state().items()})
         return meta, tensors
+
+    def _restore(self, path, meta: dict, tensors: dict) -> None:
+        if self.method in METHODS:  # a checkpoint of an earlier version in this version's layout
+            tensors = METHODS[self.method].upgrade_checkpoint(path, meta, tensors)
+        super()._restore(path, meta, tensors)
 
     def _set_state(self, meta, tensors) -> None:
         if self.method not in METHODS:

@@ -134,6 +134,12 @@ class MetaLearner(abc.ABC):
         return HeldOut(rows, lambda idx: (self.predict(head, idx), np.stack([self.predict(h, idx) for h in heads])))
 
     # -------------------------------------------------------------- persistence
+    @classmethod
+    def upgrade_checkpoint(cls, path, meta: dict, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The tensors of a ``HELPEstimator`` checkpoint (``meta``: its header) saved by an earlier version of this
+        method, in this version's layout (default: as they are)."""
+        return tensors
+
     def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
         """``(JSON-able meta, tensors)`` of the meta-trained learner."""
         meta, tensors = self._state()
