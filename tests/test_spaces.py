@@ -185,3 +185,20 @@ def test_fbnet_op_type_macs_add_up_to_the_macs():
     assert len(sp.detail_names) == detail.shape[1] == 8
     np.testing.assert_allclose(detail[:, :5].sum(1) + sp.fixed_cost()[0], sp.cost_features(idx)[:, 0])
     np.testing.assert_allclose(detail[:, 5:], sp.cost_features(idx)[:, [2, 3, 1]] - sp.fixed_cost()[[2, 3, 1]])
+
+
+@pytest.mark.parametrize("name", ["nasbench201", "fbnet", "ofa", "hat"])
+def test_costs_and_one_hot_are_sums_over_terms(name):
+    """What help+ folds its heads over: each architecture's analytic costs and one-hot encoding are the sums of its
+    terms' (OFA: inactive layers are an empty term); HAT has no terms."""
+    sp = get_space(name)
+    idx = sp.sample(500, seed=3)
+    if name == "hat":
+        with pytest.raises(NotImplementedError):
+            sp.terms(idx)
+        return
+    tables, terms = sp.term_tables(), sp.terms(idx)
+    np.testing.assert_allclose(tables["costs"][terms].sum(1), sp.cost_features(idx), rtol=1e-12)
+    np.testing.assert_array_equal(tables["one_hot"][terms].sum(1), sp.one_hot(idx))
+    if "detail" in tables:
+        np.testing.assert_allclose(tables["detail"][terms].sum(1), sp.detail_features(idx), rtol=1e-12)

@@ -35,12 +35,12 @@ class HELPEstimator(LatencyEstimator):
 
     Args:
         space: search space name or instance.
-        method: ``"help+"`` (default; pool-basis network + closed-form ridge head), ``"help"``
+        method: ``"help+"`` (default; pool LUTs + closed-form evidence head), ``"help"``
             (the paper: hardware embedding, z modulator, Meta-SGD), ``"meta-sgd"`` or ``"maml"``.
         meta_model: the meta-trained :class:`~help_plugin.predictors.learners.MetaLearner` (set by
             :meth:`meta_fit`, :meth:`meta_train` and :meth:`pretrained`); ``None`` until then.
         options: hyper-parameters of the method for :meth:`meta_fit` (the fields of its config,
-            e.g. ``PoolBasisConfig``: ``{"steps": 300, "ensemble": 1}``).
+            e.g. ``PoolBasisConfig``: ``{"groups": ["flops", "luts"], "links": ["log"]}``).
         seed: seed of meta-training.
         device: a name for the target device (informational, saved with the estimator).
 

@@ -115,6 +115,8 @@ def positive(t, log_link: bool, floor: float | np.ndarray):
     xp = torch if torch.is_tensor(t) else np
     if log_link:
         return xp.exp(t.clip(max=700.0))
+    if xp is np and not (t < floor).any():  # the usual case: nothing to guard
+        return t
     gap = 2 * floor - t
     return xp.where(t >= floor, t, floor * floor / xp.where(gap > floor, gap, floor))
 

@@ -71,7 +71,7 @@ class SearchSpace(abc.ABC):
             arr = archs.reshape(1, -1) if archs.ndim == 1 else archs
             self.check_indices(arr)
             return arr.astype(np.int64, copy=False)
-        if isinstance(archs, (str, dict)) or not isinstance(archs, Iterable):
+        if type(archs) is not list and (isinstance(archs, (str, dict)) or not isinstance(archs, Iterable)):
             raise TypeError(
                 f"expected a sequence of {self.name} architectures, got a single {type(archs).__name__}; "
                 "wrap it in a list"
@@ -132,8 +132,11 @@ class SearchSpace(abc.ABC):
             raise ValueError(
                 f"{self.name}: index array must have shape [n, {self.arch_length}], got {list(arr.shape)}"
             )
-        if arr.size:
-            bad = (arr < 0) | (arr >= np.asarray(self.choices))
+        limits = self.__dict__.get("_choices_array")
+        if limits is None:
+            limits = self.__dict__["_choices_array"] = np.asarray(self.choices)
+        if arr.size and (arr.min() < 0 or (arr >= limits).any()):
+            bad = (arr < 0) | (arr >= limits)
             if bad.any():
                 row, col = map(int, np.argwhere(bad)[0])
                 raise ValueError(
@@ -199,6 +202,41 @@ class SearchSpace(abc.ABC):
     def fixed_cost(self) -> np.ndarray:
         """Cost of the parts of the network every architecture shares (stem, head), ``[4]``."""
         return np.zeros(len(COST_FEATURES))
+
+    # ------------------------------------------------------------------ terms
+    def terms(self, indices: np.ndarray) -> np.ndarray:
+        """``[n, T]`` int64: the parts each architecture is the sum of, as rows of :meth:`term_tables` (its analytic
+        costs and its one-hot encoding are the sums of those rows'), so that any feature linear in them is a
+        gather-and-sum. Additive spaces (the default): each position's choice, then the fixed part; others raise
+        ``NotImplementedError`` unless they define terms."""
+        self.term_tables()  # the tables exist: the space is additive
+        indices = self.to_indices(indices)
+        width = max(self.choices)
+        fixed = np.full((len(indices), 1), self.arch_length * width)
+        return np.concatenate([indices + np.arange(self.arch_length) * width, fixed], axis=1)
+
+    def term_tables(self) -> dict[str, np.ndarray]:
+        """Per term of :meth:`terms` (computed once): ``"costs"`` ``[n_terms, 4]``, ``"one_hot"``
+        ``[n_terms, sum(choices)]`` and, where the op-type costs are additive too, ``"detail"``."""
+        tables = self.__dict__.get("_term_tables")
+        if tables is None:
+            tables = self.__dict__["_term_tables"] = self._term_tables()
+        return tables
+
+    def _term_tables(self) -> dict[str, np.ndarray]:
+        def per_term(table, fixed):
+            return np.concatenate([table.reshape(-1, table.shape[-1]), fixed[None]])
+
+        tables = {"costs": per_term(self.cost_table(), self.fixed_cost())}
+        width, offsets = max(self.choices), np.concatenate([[0], np.cumsum(self.choices)[:-1]])
+        tables["one_hot"] = np.zeros((len(tables["costs"]), int(sum(self.choices))))
+        for pos, (start, n) in enumerate(zip(offsets, self.choices)):
+            tables["one_hot"][pos * width + np.arange(n), start + np.arange(n)] = 1.0
+        try:
+            tables["detail"] = per_term(self._detail_table(), np.zeros(len(self.detail_names)))
+        except NotImplementedError:
+            pass
+        return tables
 
     # ------------------------------------------------------------------ op-type costs
     #: Names of the columns of :meth:`detail_features`; empty: the space has none.

@@ -29,6 +29,12 @@ STAGE_SE = (False, True, False, True, True)
 FIRST_CHANNELS, FINAL_EXPAND, FEATURE_MIX, NUM_CLASSES = 16, 960, 1280, 1000
 
 
+#: The term of an inactive layer in :meth:`OFAMobileNetV3.terms` (after the 20 x resolutions x 3 x 3 layer terms).
+_EMPTY_TERM = 20 * len(RESOLUTIONS) * 9
+#: ks/e/d value -> choice index.
+_CODES = {key: {v: i for i, v in enumerate(values)} for key, values in (("ks", KERNELS), ("e", EXPANDS), ("d", DEPTHS))}
+
+
 def make_divisible(v, divisor: int = 8):
     """OFA's channel rounding (to a multiple of ``divisor``, never below 90 % of ``v``); elementwise on arrays."""
     v = np.asarray(v, dtype=np.float64)
@@ -71,19 +77,21 @@ class OFAMobileNetV3(SearchSpace):
             if len(r) != 1:
                 raise ValueError(f"ofa: r must be one resolution, got {r!r}")
             r = r[0]
-        out = np.empty(46, dtype=np.int64)
-        for key, values, n, offset in (("ks", KERNELS, 20, 0), ("e", EXPANDS, 20, 20), ("d", DEPTHS, 5, 40)):
+        out = []
+        for key, values, n in (("ks", KERNELS, 20), ("e", EXPANDS, 20), ("d", DEPTHS, 5)):
             seq = arch[key]
             if not isinstance(seq, (list, tuple, np.ndarray)) or len(seq) != n:
                 raise ValueError(f"ofa: {key} must be a list of {n} values, got {seq!r}")
-            for i, v in enumerate(seq):
-                if v not in values:
-                    raise ValueError(f"ofa: {key}[{i}] = {v!r} is not one of {values}")
-                out[offset + i] = values.index(int(v))
+            codes = _CODES[key]
+            try:
+                out += [codes[v] for v in seq]
+            except (KeyError, TypeError):
+                bad = next(i for i, v in enumerate(seq) if not (isinstance(v, (int, float, np.number)) and v in values))
+                raise ValueError(f"ofa: {key}[{bad}] = {seq[bad]!r} is not one of {values}") from None
         if r not in RESOLUTIONS:
             raise ValueError(f"ofa: resolution r = {r!r} is not one of 128, 132, ..., 224")
-        out[45] = RESOLUTIONS.index(int(r))
-        return out
+        out.append(RESOLUTIONS.index(int(r)))
+        return np.array(out, dtype=np.int64)
 
     def memo_key(self, arch: Any):
         """An arch dict as a tuple of its items (lists as tuples), so that parsing it is remembered."""
@@ -133,6 +141,25 @@ class OFAMobileNetV3(SearchSpace):
         res = indices[:, 45:]
         per_layer = layers[np.arange(20), res, indices[:, :20], indices[:, 20:40]]  # [n, 20, 4]
         return fixed[res[:, 0]] + np.einsum("nlk,nl->nk", per_layer, self.active_mask(indices).astype(np.float64))
+
+    def terms(self, indices: np.ndarray) -> np.ndarray:
+        """Each elastic layer at the subnet's resolution with its kernel and expand (an empty term when inactive),
+        each stage's depth, the resolution (with the fixed parts): ``[n, 26]``."""
+        idx = self.to_indices(indices)
+        r = idx[:, 45:]
+        layer = ((np.arange(20) * len(RESOLUTIONS) + r) * 3 + idx[:, :20]) * 3 + idx[:, 20:40]
+        layer = np.where(self.active_mask(idx), layer, _EMPTY_TERM)
+        return np.concatenate([layer, _EMPTY_TERM + 1 + np.arange(5) * 3 + idx[:, 40:45], _EMPTY_TERM + 16 + r], axis=1)
+
+    def _term_tables(self) -> dict[str, np.ndarray]:
+        fixed, layers = _cost_tables()
+        costs = np.concatenate([layers.reshape(-1, 4), np.zeros((16, 4)), fixed])
+        one_hot = np.zeros((len(costs), int(sum(self.choices))))
+        layer, r, k, e = np.unravel_index(np.arange(_EMPTY_TERM), layers.shape[:4])
+        one_hot[np.arange(_EMPTY_TERM), 3 * layer + k] = one_hot[np.arange(_EMPTY_TERM), 60 + 3 * layer + e] = 1.0
+        one_hot[_EMPTY_TERM + 1 + np.arange(15), 120 + np.arange(15)] = 1.0  # depth terms: stage-major, like the one-hot
+        one_hot[_EMPTY_TERM + 16 + np.arange(len(RESOLUTIONS)), 135 + np.arange(len(RESOLUTIONS))] = 1.0
+        return {"costs": costs, "one_hot": one_hot}
 
     # ------------------------------------------------------------------ data and graph forms
     def help_archs(self, load) -> np.ndarray:

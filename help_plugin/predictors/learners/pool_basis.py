@@ -5,8 +5,8 @@ Meta-knowledge, learned from the pool devices' measurements of the meta-training
 * ``luts``: one additive look-up table per pool device (the ms of each position's choice, plus a constant): a
   ridge least-squares fit (``lut_ridge``) of the device's ms on the space's one-hot encoding, in a fraction of a
   second;
-* ``mlp``, where the groups include it: an ensemble of small MLPs predicting every pool device's standardised log
-  latency from the one-hot encoding and the log analytic costs (latencies that are not a sum over positions).
+* ``mlp``, where the groups include it (the shipped HAT model; opt-in elsewhere): an ensemble of small MLPs
+  predicting every pool device's standardised log latency from the one-hot encoding and the log analytic costs.
 
 A device's head (:class:`~help_plugin.predictors.ridge.GroupRidgeHead`) combines feature groups by Bayesian ridge
 regression on its reference + few-shot measurements, in closed form, its strengths per group and its link (ms or
@@ -16,9 +16,10 @@ groups (:data:`GROUPS`): ``flops`` (MACs, never switched off: a head that ignore
 :meth:`~help_plugin.spaces.SearchSpace.detail_features`), ``luts`` and ``mlp`` (each pool device's predicted ms).
 
 Default groups (``PoolBasisConfig.groups=None``), chosen by leave-one-device-out on the pools, never a test device
-(issue 14): on additive spaces (``space.differentiable``: NAS-Bench-201, FBNet) ``flops, cost3, detail, luts``, the
-pool MLP adding nothing measurable there once the LUTs are in (and costing 20-40 s of meta-training); on the others
-(OFA) ``flops, cost3, luts, mlp``. ``detail`` only where the space has op-type costs.
+(issue 14): ``flops, cost3, detail, luts`` (``detail`` where the space has op-type costs: NAS-Bench-201, FBNet). With
+the LUTs in, the pool MLP added nothing measurable (with it, NAS-Bench-201 and FBNet lost 0.001-0.003 rho at 20
+measurements; OFA, 11 devices x 2 seeds x 3 draws, rho 0.8969 / 0.8964 / 0.8945 with it and 0.8965 / 0.8956 /
+0.8971 without at 15 / 20 / 30 measurements), and it costs 20-40 s of meta-training and most of the prediction time.
 
 Prediction takes the fastest exact path: an identity-link head on additive groups is itself an additive table,
 folded into one ``[arch_length, max_choice]`` table; on a space small enough to enumerate (NAS-Bench-201's 15,625
@@ -56,8 +57,7 @@ ENUMERABLE = 1 << 16
 
 def default_groups(space) -> tuple[str, ...]:
     """The groups chosen by validation for ``space`` (see the module docstring)."""
-    detail = ("detail",) if space.detail_names else ()
-    return ("flops", "cost3", *detail, "luts") if space.differentiable else ("flops", "cost3", "luts", "mlp")
+    return ("flops", "cost3", "detail", "luts") if space.detail_names else ("flops", "cost3", "luts")
 
 
 @dataclass
@@ -105,7 +105,7 @@ class PoolBasisLearner(MetaLearner):
         self.pool_devices: tuple[str, ...] = ()
         self.lut: np.ndarray | None = None  # [sum(choices) + 1, n_pool]: per-choice ms, then the constant
         self.nets: list[PoolLatencyNet] = []
-        self._tables: dict = {}  # group -> its table (_group_table)
+        self._tables: dict = {}  # group (or tuple of groups) -> its table per term (_term_table, _summed_table)
 
     # -------------------------------------------------------------- meta-training
     def _meta_fit(self, data, train_devices, valid_devices, rows, progress) -> None:
@@ -186,20 +186,54 @@ class PoolBasisLearner(MetaLearner):
         return {"flops": 1, "cost3": 3, "detail": len(self.space.detail_names), "luts": n_pool, "mlp": n_pool}
 
     def features(self, indices: np.ndarray, groups=None) -> dict[str, np.ndarray]:
-        """Raw features ``group -> [n, width]`` float64 of index rows ``[n, arch_length]`` (default: every group)."""
-        groups = self.groups if groups is None else groups
-        out, costs = {}, None
-        if {"flops", "cost3", "mlp"} & set(groups):
-            costs = self.space.cost_features(indices)
-            out.update({"flops": costs[:, :1], "cost3": costs[:, 1:]})
-        if "detail" in groups:
+        """Raw features ``group -> [n, width]`` float64 of index rows ``[n, arch_length]`` (default: every group).
+        The groups that are sums over the space's terms (:meth:`~help_plugin.spaces.SearchSpace.terms`) come from
+        one gather-and-sum, the others from the space's functions."""
+        groups = self.groups if groups is None else tuple(groups)
+        summed = tuple(g for g in groups if self._term_table(g) is not None)
+        out = {}
+        if summed:
+            table, const = self._summed_table(summed)
+            terms = self.space.terms(indices)
+            x = np.concatenate([table[terms[i:i + PREDICT_CHUNK]].sum(1) for i in range(0, len(terms), PREDICT_CHUNK)]
+                               or [np.zeros((0, table.shape[1]))]) + const
+            out.update(zip(summed, np.split(x, np.cumsum([self.widths()[g] for g in summed])[:-1], axis=1)))
+        rest = set(groups) - set(out)
+        costs = self.space.cost_features(indices) if {"flops", "cost3", "mlp"} & rest else None
+        if costs is not None:
+            out.update({g: c for g, c in (("flops", costs[:, :1]), ("cost3", costs[:, 1:])) if g in rest})
+        if "detail" in rest:
             out["detail"] = self.space.detail_features(indices)
-        one_hot = self.space.one_hot(indices) if {"luts", "mlp"} & set(groups) else None
-        if "luts" in groups:
+        one_hot = self.space.one_hot(indices) if {"luts", "mlp"} & rest else None
+        if "luts" in rest:
             out["luts"] = one_hot @ self.lut[:-1] + self.lut[-1]
-        if "mlp" in groups:
+        if "mlp" in rest:
             out["mlp"] = self.pool_ms(indices, costs, one_hot)
         return {g: out[g] for g in groups}
+
+    def _term_table(self, group: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(per term [n_terms, width], constant [width])`` of a group that is a sum over the space's terms, else
+        ``None`` (computed once)."""
+        if group not in self._tables:
+            try:
+                tables = self.space.term_tables()
+            except NotImplementedError:  # the space has no terms
+                tables = {}
+            width = self.widths()[group]
+            table = {"flops": lambda: tables["costs"][:, :1], "cost3": lambda: tables["costs"][:, 1:],
+                     "detail": lambda: tables["detail"], "luts": lambda: tables["one_hot"] @ self.lut[:-1]}
+            try:
+                self._tables[group] = (table[group](), self.lut[-1] if group == "luts" else np.zeros(width))
+            except KeyError:
+                self._tables[group] = None
+        return self._tables[group]
+
+    def _summed_table(self, groups: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_term_table` of ``groups`` side by side (computed once per combination)."""
+        if groups not in self._tables:
+            parts = [self._term_table(g) for g in groups]
+            self._tables[groups] = (np.concatenate([t for t, _ in parts], 1), np.concatenate([c for _, c in parts]))
+        return self._tables[groups]
 
     def pool_ms(self, indices: np.ndarray, costs: np.ndarray | None = None, one_hot: np.ndarray | None = None
                 ) -> np.ndarray:
@@ -236,12 +270,7 @@ class PoolBasisLearner(MetaLearner):
 
     def _active(self, head: GroupRidgeHead) -> tuple[str, ...]:
         """The groups with weight in ``head`` (the only ones its predictions need)."""
-        widths, out, start = self.widths(), [], 0
-        for g in self.groups:
-            if (head.strength[start:start + widths[g]] > 0).any():
-                out.append(g)
-            start += widths[g]
-        return tuple(out)
+        return tuple(g for g in self.groups if (head.strength[self._columns(g)] > 0).any())
 
     # -------------------------------------------------------------- a device
     def _fit(self, reference_ms, shot_idx, shot_ms, leave_one_out: bool = False) -> list[GroupRidgeHead]:
@@ -269,7 +298,7 @@ class PoolBasisLearner(MetaLearner):
         kind, table, arg = compiled
         if kind == "every":  # table [all archs], arg: the strides of the index rows
             return table[indices @ arg]
-        return head.ms(table[np.arange(self.space.arch_length), indices].sum(1) + arg)  # folded, arg: the constant
+        return head.ms(table[self.space.terms(indices)].sum(1) + arg)  # folded: table per term, arg the constant
 
     def _predict_features(self, head: GroupRidgeHead, indices: np.ndarray, return_std: bool = False):
         """:meth:`predict` through the features of the head's active groups, in chunks."""
@@ -297,52 +326,21 @@ class PoolBasisLearner(MetaLearner):
         return head.__dict__["_compiled"]
 
     def _folded(self, head: GroupRidgeHead):
-        """``(table [arch_length, max_choice], constant)`` with ``t = sum_l table[l, idx_l] + constant`` for an
-        identity-link head whose active groups are all sums over positions, else ``None``."""
-        if head.log_link or not self.space.differentiable:
+        """``(per term [n_terms], constant)`` with ``t = sum of the architecture's terms + constant`` for an
+        identity-link head whose active groups are all sums over the space's terms, else ``None``."""
+        active = self._active(head)
+        if head.log_link or not active or any(self._term_table(g) is None for g in active):
             return None
-        widths, tables, start = self.widths(), [], 0
-        for g in self.groups:
-            w = widths[g]
-            if (head.strength[start:start + w] > 0).any():
-                table = self._group_table(g)
-                if table is None:
-                    return None
-                tables.append((table, slice(start, start + w)))
-            start += w
-        weights = head.weights
-        table, const = np.zeros((self.space.arch_length, max(self.space.choices))), head.offset
-        for (per_choice, fixed), cols in tables:
-            table += per_choice @ weights[cols]
-            const += float(fixed @ weights[cols])
-        return table, const
+        table, const = self._summed_table(active)
+        columns = np.concatenate([self._columns(g) for g in active])
+        weights = head.weights[columns]
+        return table @ weights, float(head.offset + const @ weights)
 
-    def _group_table(self, group: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(per-choice [arch_length, max_choice, width], fixed [width])`` of a group that is a sum over positions
-        (``None``: it is not), computed once."""
-        if group not in self._tables:
-            sp, table = self.space, None
-            if group in ("flops", "cost3"):
-                cols = slice(0, 1) if group == "flops" else slice(1, 4)
-                table = sp.cost_table()[:, :, cols], sp.fixed_cost()[cols]
-            elif group == "detail":
-                try:
-                    table = sp.detail_table(), np.zeros(len(sp.detail_names))
-                except NotImplementedError:
-                    pass
-            elif group == "luts":
-                table = self._lut_table(), self.lut[-1]
-            self._tables[group] = table
-        return self._tables[group]
-
-    def _lut_table(self) -> np.ndarray:
-        """The pool LUTs as ``[arch_length, max_choice, n_pool]`` (zeros beyond a position's choices)."""
-        sp = self.space
-        offsets = np.concatenate([[0], np.cumsum(sp.choices)[:-1]])
-        table = np.zeros((sp.arch_length, max(sp.choices), self.lut.shape[1]))
-        for pos, (start, n) in enumerate(zip(offsets, sp.choices)):
-            table[pos, :n] = self.lut[start:start + n]
-        return table
+    def _columns(self, group: str) -> np.ndarray:
+        """The columns of ``group`` in the head's input."""
+        widths = self.widths()
+        start = sum(widths[g] for g in self.groups[:self.groups.index(group)])
+        return np.arange(start, start + widths[group])
 
     def leave_one_out(self, head: GroupRidgeHead, reference_ms, shot_idx, shot_ms) -> HeldOut:
         """Any measurement can be left out (references too): each held-out head makes every choice again
@@ -376,8 +374,8 @@ class PoolBasisLearner(MetaLearner):
         if "detail" in groups:
             feats["detail"] = self.space.relaxed_detail_features(p)
         if "luts" in groups:
-            table, fixed = self._group_table("luts")
-            feats["luts"] = torch.einsum("nlc,lck->nk", p, torch.from_numpy(table)) + torch.from_numpy(fixed)
+            one_hot = self.space.relaxed_encode(p, costs)[:, :int(sum(self.space.choices))]
+            feats["luts"] = one_hot @ torch.from_numpy(self.lut[:-1]) + torch.from_numpy(self.lut[-1])
         if "mlp" in groups:
             feats["mlp"] = self._pool_ms_torch(self.space.relaxed_encode(probs, costs).to(torch.float32))
         x = self._design({g: feats[g] for g in groups}, head.log_link, torch)
