@@ -67,10 +67,13 @@ def test_tables_predict_what_the_features_predict(space, links, request):
         assert kinds == {None}
 
 
-def test_leave_one_out_heads_make_every_choice_again(fbnet):
+@pytest.mark.parametrize("space, device", [("fbnet", "raspi4"), ("ofa", "titan_rtx_64")])
+def test_leave_one_out_heads_make_every_choice_again(space, device, request):
     """Each held-out head (one per measurement, references too) is the head fit on the other 19 alone: its own
-    standardisation, strengths and link; the held-out predictions come with the full head's."""
-    est = _adapt(HELPEstimator.pretrained("fbnet"), fbnet, "raspi4", seed=1)[0]
+    standardisation, strengths and link; the held-out predictions (all heads at once, from the space's terms)
+    come with the full head's and equal each head's own prediction."""
+    data = request.getfixturevalue(SPLITS[space])
+    est = _adapt(HELPEstimator.pretrained(space), data, device, seed=1)[0]
     learner = est.meta_model
     ref_ms, shot_idx, shot_ms = est._adaptation_data("")
     heads = learner._fit(ref_ms, shot_idx, shot_ms, leave_one_out=True)
@@ -79,7 +82,7 @@ def test_leave_one_out_heads_make_every_choice_again(fbnet):
     feats = learner.features(idx)
     x = {link: learner._design(feats, link == "log") for link in ("identity", "log")}
     widths = [learner.widths()[g] for g in learner.groups]
-    archs = fbnet.space.sample(500, seed=3)
+    archs = data.space.sample(5000, seed=3)  # more than one chunk of the held-out path
     for i, head in enumerate(heads):
         keep = np.delete(np.arange(len(ms)), i)
         alone = fit_heads({k: v[keep] for k, v in x.items()}, ms[keep], widths, [g == "flops" for g in learner.groups])[0]

@@ -232,6 +232,11 @@ class HELPEstimator(LatencyEstimator):
         self._check_fitted()
         return self._learner().predict(self.head_, self.space.to_indices(archs), return_std=return_std)
 
+    def predict_one(self, arch: Any) -> float:
+        """Latency in ms of a single architecture (help+: a lookup in the head's table, the parse remembered)."""
+        self._check_fitted()
+        return self._learner().predict_one(self.head_, arch)
+
     def predict_tensor(self, probs: torch.Tensor) -> torch.Tensor:
         """Differentiable latency (ms) from relaxed choices ``probs`` ``[n, arch_length, max_choice]``.
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ...checkpoint import CheckpointError, module_spec
+from ...spaces.base import PARSE_MEMO_SIZE
 from ...validation import check_reference_spread
 from ..calibration import HeldOut
 from ..nets import PoolLatencyNet
@@ -106,6 +107,7 @@ class PoolBasisLearner(MetaLearner):
         self.lut: np.ndarray | None = None  # [sum(choices) + 1, n_pool]: per-choice ms, then the constant
         self.nets: list[PoolLatencyNet] = []
         self._tables: dict = {}  # group (or tuple of groups) -> its table per term (_term_table, _summed_table)
+        self._arch_rows: dict = {}  # memo key of an architecture -> its row of a compiled table (predict_one)
 
     # -------------------------------------------------------------- meta-training
     def _meta_fit(self, data, train_devices, valid_devices, rows, progress) -> None:
@@ -300,6 +302,35 @@ class PoolBasisLearner(MetaLearner):
             return table[indices @ arg]
         return head.ms(table[self.space.terms(indices)].sum(1) + arg)  # folded: table per term, arg the constant
 
+    def predict_one(self, head: GroupRidgeHead, arch) -> float:
+        """One architecture through the head's compiled table in plain Python: its terms (or its position in
+        the enumerated space) are remembered per memo key (:meth:`~help_plugin.spaces.SearchSpace.memo_key`),
+        so a repeated string or dict is one lookup and a short sum; the same value as :meth:`predict` to float
+        rounding."""
+        compiled = self._compiled(head)
+        if compiled is None:
+            return super().predict_one(head, arch)
+        kind, values, const = head.__dict__.get("_scalar") or self._scalar(head, compiled)
+        key = arch if type(arch) is str else self.space.memo_key(arch)
+        row = self._arch_rows.get(key) if key is not None else None
+        if row is None:
+            indices = self.space.to_indices([arch])  # validates
+            row = int(indices[0] @ compiled[2]) if kind == "every" else self.space.terms(indices)[0].tolist()
+            if key is not None:
+                if len(self._arch_rows) >= PARSE_MEMO_SIZE:
+                    self._arch_rows.clear()
+                self._arch_rows[key] = row
+        if kind == "every":
+            return values[row]
+        t = sum(map(values.__getitem__, row), const)
+        return t if t >= head.floor else float(head.ms(np.array([t]))[0])
+
+    def _scalar(self, head: GroupRidgeHead, compiled) -> tuple[str, list, float]:
+        """The compiled table as Python floats, for :meth:`predict_one` (built once per head)."""
+        kind, table, arg = compiled
+        head.__dict__["_scalar"] = (kind, table.tolist(), 0.0 if kind == "every" else float(arg))
+        return head.__dict__["_scalar"]
+
     def _predict_features(self, head: GroupRidgeHead, indices: np.ndarray, return_std: bool = False):
         """:meth:`predict` through the features of the head's active groups, in chunks."""
         if not len(indices):
@@ -331,10 +362,17 @@ class PoolBasisLearner(MetaLearner):
         active = self._active(head)
         if head.log_link or not active or any(self._term_table(g) is None for g in active):
             return None
-        table, const = self._summed_table(active)
-        columns = np.concatenate([self._columns(g) for g in active])
-        weights = head.weights[columns]
-        return table @ weights, float(head.offset + const @ weights)
+        table, const = self._fold(active, head.weights[None], np.array([head.offset]))
+        return table[:, 0], float(const[0])
+
+    def _fold(self, groups: tuple[str, ...], weights: np.ndarray, offsets: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Identity-link heads ``t = x @ weights[k] + offsets[k]`` (``weights`` ``[K, P]``) whose weight is all on
+        ``groups``, sums over the space's terms, as ``(per term [n_terms, K], constant [K])``."""
+        table, const = self._summed_table(groups)
+        columns = np.concatenate([self._columns(g) for g in groups])
+        w = weights[:, columns].T
+        return table @ w, offsets + const @ w
 
     def _columns(self, group: str) -> np.ndarray:
         """The columns of ``group`` in the head's input."""
@@ -354,17 +392,52 @@ class PoolBasisLearner(MetaLearner):
         log_link = np.array([h.log_link for h in everyone])
         floors = np.array([h.floor for h in everyone])
 
-        def predict(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            feats = self.features(indices, groups)
-            t = np.empty((len(everyone), len(indices)))
-            for link in (False, True):
-                if log_link.any() if link else not log_link.all():
+        if all(self._term_table(g) is not None for g in groups):
+            predict_t = self._term_predictor(groups, weights, offsets, log_link)
+        else:
+            def predict_t(indices: np.ndarray) -> np.ndarray:
+                feats = self.features(indices, groups)
+                t = np.empty((len(everyone), len(indices)))
+                for link in (False, True):
                     rows = np.flatnonzero(log_link == link)
-                    t[rows] = (self._design(feats, link) @ weights[rows].T + offsets[rows]).T
+                    if len(rows):
+                        t[rows] = (self._design(feats, link) @ weights[rows].T + offsets[rows]).T
+                return t
+
+        def predict(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            t = predict_t(indices)
             ms = np.where(log_link[:, None], positive(t, True, 0.0), positive(t, False, floors[:, None]))
             return ms[0], ms[1:]
 
         return HeldOut([np.array([i]) for i in range(len(heads))], predict)
+
+    def _term_predictor(self, groups: tuple[str, ...], weights: np.ndarray, offsets: np.ndarray,
+                        log_link: np.ndarray):
+        """``indices [m, L] -> t [K, m]`` of heads ``t = design(x) @ weights[k] + offsets[k]`` whose weight is
+        on ``groups``, all sums over the space's terms: the identity-link heads folded into one table per term,
+        the log-link heads through the features gathered from the terms, transformed column by column."""
+        identity, log_rows = np.flatnonzero(~log_link), np.flatnonzero(log_link)
+        table, const = self._summed_table(groups)
+        folded = self._fold(groups, weights[identity], offsets[identity]) if len(identity) else None
+        columns = np.concatenate([self._columns(g) for g in groups])
+        w_log, off_log = weights[log_rows][:, columns].T, offsets[log_rows]
+        kinds = np.concatenate([[GROUPS[g]] * self.widths()[g] for g in groups])
+        log1p_cols, log_cols = np.flatnonzero(kinds == "log1p"), np.flatnonzero(kinds == "log")
+
+        def predict_t(indices: np.ndarray) -> np.ndarray:
+            t = np.empty((len(log_link), len(indices)))
+            for i in range(0, len(indices), PREDICT_CHUNK):
+                terms, out = self.space.terms(indices[i:i + PREDICT_CHUNK]), slice(i, i + PREDICT_CHUNK)
+                if folded is not None:
+                    t[identity, out] = (folded[0][terms].sum(1) + folded[1]).T
+                if len(log_rows):
+                    x = table[terms].sum(1) + const
+                    x[:, log1p_cols] = np.log1p(x[:, log1p_cols])
+                    x[:, log_cols] = np.log(x[:, log_cols].clip(min=1e-6))
+                    t[log_rows, out] = (x @ w_log + off_log).T
+            return t
+
+        return predict_t
 
     def predict_tensor(self, head: GroupRidgeHead, probs: torch.Tensor) -> torch.Tensor:
         p = probs.to(torch.float64)
