@@ -203,3 +203,24 @@ def test_costs_and_one_hot_are_sums_over_terms(name):
     np.testing.assert_array_equal(tables["one_hot"][terms].sum(1), sp.one_hot(idx))
     if "detail" in tables:
         np.testing.assert_allclose(tables["detail"][terms].sum(1), sp.detail_features(idx), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["nasbench201", "fbnet", "ofa"])
+def test_remembered_parses_are_exact_and_still_validate(name):
+    """Parsing is remembered per form (strings; OFA dicts by their values): a remembered form parses to the same
+    row, an edited copy of it is parsed afresh, and a bad form still raises after good ones were remembered."""
+    sp = get_space(name)
+    rows = sp.sample(200, seed=5)
+    forms = [sp.format(r) for r in rows]
+    np.testing.assert_array_equal(sp.to_indices(forms), rows)
+    np.testing.assert_array_equal(sp.to_indices(forms), rows)  # from the memo
+    if name == "ofa":
+        edited = {**forms[0], "ks": list(forms[0]["ks"])}
+        edited["ks"][0] = 7 if edited["ks"][0] != 7 else 3
+        assert sp.to_indices([edited])[0][0] == (2 if edited["ks"][0] == 7 else 0)
+        np.testing.assert_array_equal(sp.to_indices([{**forms[1], "r": [forms[1]["r"]]}]), rows[1:2])
+        bad = {**forms[2], "e": [5] * 20}
+    else:
+        bad = forms[2].replace("|", "|bogus", 1) if name == "nasbench201" else "bogus" + forms[2]
+    with pytest.raises(ValueError):
+        sp.to_indices([bad])

@@ -108,6 +108,16 @@ class OFAMobileNetV3(SearchSpace):
         """An arch dict as a tuple of its items (lists as tuples), so that parsing it is remembered."""
         if not isinstance(arch, dict):
             return None
+        if len(arch) == 4 and "r" in arch:  # the canonical form {"ks", "e", "d", "r"}: its values, tagged (no
+            # sorted-items key below has a string first)
+            try:
+                ks, e, d, r = arch["ks"], arch["e"], arch["d"], arch["r"]
+                if type(ks) is list and type(e) is list and type(d) is list:
+                    key = ("ks,e,d,r", tuple(ks), tuple(e), tuple(d), tuple(r) if type(r) is list else r)
+                    hash(key)
+                    return key
+            except (KeyError, TypeError):
+                pass
         try:
             key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in arch.items()))
             hash(key)
