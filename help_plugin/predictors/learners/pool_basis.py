@@ -407,7 +407,7 @@ class PoolBasisLearner(MetaLearner):
         def predict(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             t = predict_t(indices)
             ms = np.where(log_link[:, None], positive(t, True, 0.0), positive(t, False, floors[:, None]))
-            return ms[0], ms[1:]
+            return self.predict(head, indices), ms[1:]  # the head's own path: exactly what predict() gives
 
         return HeldOut([np.array([i]) for i in range(len(heads))], predict)
 
