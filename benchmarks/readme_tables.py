@@ -10,6 +10,10 @@ import json
 import sys
 
 
+def _seconds(s: float) -> str:
+    return f"{s:.2f}" if s < 1 else f"{s:.1f}" if s < 10 else f"{s:.0f}"
+
+
 def main(paths: list[str]) -> None:
     if not paths:
         sys.exit("usage: python benchmarks/readme_tables.py results/benchmark_SPLIT_PROTOCOL.json [...]")
@@ -34,7 +38,7 @@ def main(paths: list[str]) -> None:
             cells = [m, str(p["measurements"])] + [f"{p[d]['spearman'][0]:.3f}" for d in devs] + [
                 f"**{rho}**" if m == "help+" else rho, f"{100 * mean['share_of_ceiling'][0]:.1f} %",
                 f"{mean['kendall'][0]:.3f}", f"{mean['within_10pct'][0]:.1f}", f"{mean['mape'][0]:.1f}",
-                f"{mean['mape_above_floor'][0]:.1f}", f"{per['meta_train_seconds']:.0f}",
+                f"{mean['mape_above_floor'][0]:.1f}", _seconds(per["meta_train_seconds"]),
                 f"{p['adapt_seconds'] * 1e3:.1f}", f"{per['throughput_archs_per_s']:,.0f}"]
             print("| " + " | ".join(cells) + " |")
         ks = r["shots"]

@@ -20,8 +20,10 @@ Rows per space (the estimator: the shipped help+ model adapted to one of HELP's 
   index rows, a vectorised numpy gather-and-sum, is shown beside it).
 
 ``--finder-generations N`` also times OFA's own ``ofa.nas.search_algorithm.EvolutionFinder`` (population
-100, N generations; OFA's default is 500) with ``HELPEfficiencyPredictor`` vs the same finder given a LUT
-efficiency function, on the ``ofa`` space.
+100, N generations; OFA's default is 500) given an OFA-style per-layer LUT (:class:`OFALayerLUT`, whose
+entries are the adapted head's own, so it answers what help+'s mean answers) vs ``HELPEfficiencyPredictor``
+on the mean (the same search path: the ratio is the cost of prediction) and on the default 95 % bound
+(a stricter efficiency: the finder rejects more random samples, so it makes more queries).
 
 Prints a Markdown table and writes ``results/speed.json``.
 """
@@ -144,8 +146,39 @@ def space_rows(space: str, args) -> dict:
     return row
 
 
+class OFALayerLUT:
+    """The latency LUT OFA's own search builds per device: one entry per elastic layer at each input resolution,
+    kernel and expand ratio, plus each stage's depth and each resolution's fixed part; :meth:`get_efficiency` sums
+    the active layers' entries in plain Python. Its entries are the adapted help+ head's own folded table (the
+    identity-link head is exactly this sum), so the LUT and ``HELPEfficiencyPredictor(est, confidence=None)`` give
+    the same latencies and drive the finder down the same path: the timing difference is the cost of prediction."""
+
+    def __init__(self, est):
+        from help_plugin.spaces.ofa import DEPTHS, EXPANDS, KERNELS, RESOLUTIONS
+        kind, table, const = est.meta_model._compiled(est.head_)  # ("folded", ms per term, constant)
+        if kind != "folded":
+            raise SystemExit("the adapted OFA head has a log link: it is no LUT (pick another device or seed)")
+        self.table, self.const = table.tolist(), float(const)
+        self.r = {r: i for i, r in enumerate(RESOLUTIONS)}
+        self.k = {k: i for i, k in enumerate(KERNELS)}
+        self.e = {e: i for i, e in enumerate(EXPANDS)}
+        self.d = {d: i for i, d in enumerate(DEPTHS)}
+        self.n_res, self.depth_start = len(RESOLUTIONS), 20 * len(RESOLUTIONS) * 9 + 1
+
+    def get_efficiency(self, arch) -> float:
+        t, r = self.table, self.r[arch["image_size"]]
+        total = self.const + t[self.depth_start + 15 + r]
+        for stage, d in enumerate(arch["d"]):
+            total += t[self.depth_start + 3 * stage + self.d[d]]
+            for layer in range(4 * stage, 4 * stage + d):
+                total += t[((layer * self.n_res + r) * 3 + self.k[arch["ks"][layer]]) * 3 + self.e[arch["e"][layer]]]
+        return total
+
+
 def finder_row(generations: int, repeats: int) -> dict:
-    """OFA's own EvolutionFinder with help+ vs with a LUT, same seed, population 100."""
+    """OFA's own EvolutionFinder (population 100, same seed) with an OFA-style per-layer LUT, with
+    ``HELPEfficiencyPredictor`` on the mean (HELP's rule: the LUT's own values, so the same search path) and with
+    the default 95 % selection-aware bound (a stricter efficiency, so the finder rejects more samples)."""
     import random
 
     from ofa.nas.search_algorithm import EvolutionFinder
@@ -153,24 +186,37 @@ def finder_row(generations: int, repeats: int) -> dict:
     from help_plugin.integrations.ofa_search import HELPEfficiencyPredictor, accuracy_predictor
 
     est, device = adapted("ofa")
-    lut = lut_from_estimator(est)
-
-    class LUTEfficiency:
-        def get_efficiency(self, arch):
-            return lut({**arch, "r": arch["image_size"]})
-
+    lut = OFALayerLUT(est)
+    sample = [est.space.format(r) for r in est.space.sample(200, seed=4)]
+    mean = HELPEfficiencyPredictor(est, confidence=None)
+    gap = max(abs(lut.get_efficiency({**a, "image_size": a["r"]}) - mean.get_efficiency(a)) for a in sample)
     limit = float(np.median(est.predict(est.space.sample(2000, seed=3))))
     acc = accuracy_predictor()
+    queries = {}
 
-    def run(predictor):
+    def run(name, predictor):
+        calls = [0]
+        inner = predictor.get_efficiency
+
+        class Counted:
+            def get_efficiency(self, arch):
+                calls[0] += 1
+                return inner(arch)
+
         random.seed(0)
         np.random.seed(0)
-        EvolutionFinder(predictor, acc, population_size=100, max_time_budget=generations).run_evolution_search(limit)
+        best = EvolutionFinder(Counted(), acc, population_size=100, max_time_budget=generations
+                               ).run_evolution_search(limit)
+        queries[name] = calls[0], float(best[1][0])  # (best_valids, (acc, sample, efficiency))
 
-    t = interleaved({"lut": lambda: run(LUTEfficiency()), "help+": lambda: run(HELPEfficiencyPredictor(est))},
-                    repeats)
+    t = interleaved({"lut": lambda: run("lut", OFALayerLUT(est)),
+                     "mean": lambda: run("mean", HELPEfficiencyPredictor(est, confidence=None)),
+                     "bound": lambda: run("bound", HELPEfficiencyPredictor(est))}, repeats)
     return {"space": "ofa", "device": device, "generations": generations, "limit_ms": limit,
-            "lut_seconds": t["lut"], "help_seconds": t["help+"], "ratio": t["help+"] / t["lut"]}
+            "lut_vs_mean_max_gap_ms": gap, "lut_seconds": t["lut"], "mean_seconds": t["mean"],
+            "bound_seconds": t["bound"], "queries": {k: v[0] for k, v in queries.items()},
+            "best_accuracy": {k: v[1] for k, v in queries.items()},
+            "ratio": t["mean"] / t["lut"], "bound_ratio": t["bound"] / t["lut"]}
 
 
 def main() -> None:
@@ -185,7 +231,7 @@ def main() -> None:
     args = p.parse_args()
     with torch_threads(1):
         rows = [space_rows(s, args) for s in args.spaces.split(",")]
-        finder = finder_row(args.finder_generations, 1) if args.finder_generations else None
+        finder = finder_row(args.finder_generations, 3) if args.finder_generations else None
     print("\n| space | per call: help+ / LUT calls/s (ratio) | batched canonical: help+ / LUT archs/s (ratio) | "
           "index arrays: help+ archs/s (LUT gather) |\n|---|---|---|---|")
     for r in rows:
@@ -193,8 +239,12 @@ def main() -> None:
               f"{r['est_batched_archs_per_s']:,.0f} / {r['lut_batched_archs_per_s']:,.0f} ({r['batched_ratio']:.2f}x) | "
               f"{r['est_index_archs_per_s']:,.0f} ({r['lut_index_archs_per_s']:,.0f}) |")
     if finder:
-        print(f"\nOFA EvolutionFinder, {finder['generations']} generations, limit {finder['limit_ms']:.2f} ms: "
-              f"help+ {finder['help_seconds']:.1f} s, LUT {finder['lut_seconds']:.1f} s ({finder['ratio']:.2f}x)")
+        q = finder["queries"]
+        print(f"\nOFA EvolutionFinder, {finder['generations']} generations, limit {finder['limit_ms']:.2f} ms "
+              f"(LUT = help+ mean to {finder['lut_vs_mean_max_gap_ms']:.1e} ms): per-layer LUT "
+              f"{finder['lut_seconds']:.1f} s ({q['lut']:,} queries); help+ mean {finder['mean_seconds']:.1f} s "
+              f"({q['mean']:,}), {finder['ratio']:.2f}x; help+ 95 % bound (default) {finder['bound_seconds']:.1f} s "
+              f"({q['bound']:,}), {finder['bound_ratio']:.2f}x")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.platform(), "repeats": args.repeats, "rows": rows,

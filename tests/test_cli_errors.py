@@ -253,10 +253,13 @@ def _command() -> list[str]:
 
 
 def _help_nas(*argv):
+    import signal
     import subprocess
 
+    # Ctrl-C reaches the command as a user's would even when pytest itself runs in the background (a shell starts
+    # background jobs with SIGINT ignored, and children inherit that)
     return subprocess.Popen(_command() + [str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_the_command_exits_2_with_one_line(tmp_path):

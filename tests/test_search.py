@@ -125,7 +125,9 @@ def test_search_retries_under_a_tighter_limit_when_every_candidate_is_too_slow(n
                         confidence=None)  # HELP's rule: the first candidates sit at the band's top and all miss
     assert r.search_windows_ms[0] == pytest.approx((0.9 * 1.03 * limit, 0.97 * limit)) and r.attempts > 1
     assert r.search_windows_ms[-1][1] < 0.97 * limit * 0.85
-    assert r.constraint_met and 0.9 * limit <= r.measured_ms <= 0.97 * limit
+    # pixel2 records whole ms: x 1.3, its latencies are 1.3 ms apart, as wide as the 0.9-0.97 band, so the winner
+    # meets the limit with the margin but may sit one step below the band
+    assert r.constraint_met and 0.9 * limit - 1.3 <= r.measured_ms <= 0.97 * limit
     assert r.measurements == len(calls) == 3 * r.attempts + 3
     assert len({nb201.space.canonical(a) for a in calls[:-3]}) == len(calls) - 3  # a retry measures new candidates
 

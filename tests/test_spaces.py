@@ -134,3 +134,93 @@ def test_graph_forms_shapes_and_ofa_inactive_layers():
     active = np.array([j < 2 for _ in range(5) for j in range(4)])
     assert (x[active, :6].sum(1) == 2).all() and (x[~active, :6] == 0).all()
     assert np.allclose(x[:, 6], 1.0)  # (224 - 176) / 48 on every node
+
+
+@pytest.mark.parametrize("name", ["nasbench201", "fbnet", "ofa", "hat"])
+def test_parsed_forms_are_remembered_and_still_validated(name):
+    """``to_indices`` parses a form once (strings; OFA's dicts too): the same rows again, a caller changing its array
+    changes nothing remembered, and a bad form raises every time."""
+    sp = get_space(name)
+    forms = [sp.format(r) for r in sp.sample(50, seed=2)]
+    first = sp.to_indices(forms)
+    first[:] = 0
+    again = sp.to_indices(forms)
+    np.testing.assert_array_equal(again, sp.sample(50, seed=2))
+    if name != "hat":  # HAT's dicts are not remembered
+        assert len(sp._parsed) == 50
+    bad = "|conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|" if name == "nasbench201" else "nonsense"
+    for _ in range(2):
+        with pytest.raises((ValueError, TypeError)):
+            sp.to_indices([bad])
+    if name == "ofa":  # a dict equal to a remembered one but for an unknown key is parsed, and refused
+        with pytest.raises(ValueError, match="unknown key"):
+            sp.to_indices([{**forms[0], "depth_mult": 1}])
+
+
+def test_nasbench201_op_counts_follow_the_cell_graph():
+    """Live edges by brute force over the cell's paths: an edge is live iff some input -> output path of non-none
+    edges runs through it."""
+    from help_plugin.spaces.nasbench201 import EDGES, OPS
+
+    sp = get_space("nasbench201")
+    idx = np.array(np.unravel_index(np.arange(5 ** 6), (5,) * 6)).T
+    detail = sp.detail_features(idx)
+    assert detail.shape == (5 ** 6, len(sp.detail_names))
+    for row, d in zip(idx[::37], detail[::37]):
+        paths = [[e1] for e1, (t, s) in enumerate(EDGES) if s == 0 and t == 3]
+        paths += [[e1, e2] for e1, (t1, s1) in enumerate(EDGES) for e2, (t2, s2) in enumerate(EDGES)
+                  if s1 == 0 and s2 == t1 and t2 == 3]
+        paths += [[e1, e2, e3] for e1, (t1, s1) in enumerate(EDGES) for e2, (t2, s2) in enumerate(EDGES)
+                  for e3, (t3, s3) in enumerate(EDGES) if s1 == 0 and s2 == t1 and s3 == t2 and t3 == 3]
+        live = {e for p in paths if all(row[e] != 0 for e in p) for e in p}
+        for o in range(1, len(OPS)):
+            assert d[o - 1] == (row == o).sum() and d[len(OPS) - 1 + o - 1] == sum(row[e] == o for e in live)
+        assert d[-1] == bool(live)
+
+
+def test_fbnet_op_type_macs_add_up_to_the_macs():
+    sp = get_space("fbnet")
+    idx = sp.sample(200, seed=1)
+    detail = sp.detail_features(idx)
+    assert len(sp.detail_names) == detail.shape[1] == 8
+    np.testing.assert_allclose(detail[:, :5].sum(1) + sp.fixed_cost()[0], sp.cost_features(idx)[:, 0])
+    np.testing.assert_allclose(detail[:, 5:], sp.cost_features(idx)[:, [2, 3, 1]] - sp.fixed_cost()[[2, 3, 1]])
+
+
+@pytest.mark.parametrize("name", ["nasbench201", "fbnet", "ofa", "hat"])
+def test_costs_and_one_hot_are_sums_over_terms(name):
+    """What help+ folds its heads over: each architecture's analytic costs and one-hot encoding are the sums of its
+    terms' (OFA: inactive layers are an empty term); HAT has no terms."""
+    sp = get_space(name)
+    idx = sp.sample(500, seed=3)
+    if name == "hat":
+        with pytest.raises(NotImplementedError):
+            sp.terms(idx)
+        return
+    tables, terms = sp.term_tables(), sp.terms(idx)
+    np.testing.assert_array_equal(np.concatenate([sp.terms(idx[i:i + 1]) for i in range(50)]), terms[:50])  # one row
+    np.testing.assert_allclose(tables["costs"][terms].sum(1), sp.cost_features(idx), rtol=1e-12)
+    np.testing.assert_array_equal(tables["one_hot"][terms].sum(1), sp.one_hot(idx))
+    if "detail" in tables:
+        np.testing.assert_allclose(tables["detail"][terms].sum(1), sp.detail_features(idx), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["nasbench201", "fbnet", "ofa"])
+def test_remembered_parses_are_exact_and_still_validate(name):
+    """Parsing is remembered per form (strings; OFA dicts by their values): a remembered form parses to the same
+    row, an edited copy of it is parsed afresh, and a bad form still raises after good ones were remembered."""
+    sp = get_space(name)
+    rows = sp.sample(200, seed=5)
+    forms = [sp.format(r) for r in rows]
+    np.testing.assert_array_equal(sp.to_indices(forms), rows)
+    np.testing.assert_array_equal(sp.to_indices(forms), rows)  # from the memo
+    if name == "ofa":
+        edited = {**forms[0], "ks": list(forms[0]["ks"])}
+        edited["ks"][0] = 7 if edited["ks"][0] != 7 else 3
+        assert sp.to_indices([edited])[0][0] == (2 if edited["ks"][0] == 7 else 0)
+        np.testing.assert_array_equal(sp.to_indices([{**forms[1], "r": [forms[1]["r"]]}]), rows[1:2])
+        bad = {**forms[2], "e": [5] * 20}
+    else:
+        bad = forms[2].replace("|", "|bogus", 1) if name == "nasbench201" else "bogus" + forms[2]
+    with pytest.raises(ValueError):
+        sp.to_indices([bad])

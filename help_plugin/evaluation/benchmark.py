@@ -31,7 +31,7 @@ def _help_factory(method: str) -> Callable[..., LatencyEstimator]:
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict]:
-    """``"help+:ensemble=1:group_penalties=false"`` -> ``("help+", {"ensemble": 1, "group_penalties": False})``.
+    """``"help+:ensemble=1:links=["log"]"`` -> ``("help+", {"ensemble": 1, "links": ["log"]})``.
 
     Values are JSON literals where they parse (numbers, true/false), strings otherwise.
     """

@@ -116,7 +116,9 @@ def shipped_constants(directory, method: str, space: str, config: dict) -> MetaC
     if not path.exists():
         return None
     entry = json.loads(path.read_text()).get(method)
-    if entry is None or space not in entry["info"]["spaces"] or entry["info"]["config"] != config:
+    if entry is None or space not in entry["info"]["spaces"]:
+        return None
+    if entry["info"]["config"] != json.loads(json.dumps(config)):  # as JSON: tuples are lists there
         return None
     return MetaCalibration.from_dict(entry)
 
@@ -150,6 +152,7 @@ class Calibration:
             raise ValueError(f"calibrated bounds need at least 3 measurements that can be left out, in at least 2 "
                              f"held-out models; got {len(rows)} in {len(held_out.rows)}")
         self.held_out, self.constants = held_out, constants
+        self._multipliers: dict = {}
         self.floor_ms = 1e-3 * float(np.min(latencies_ms))
         _, fold_ms = held_out.predict(indices)
         fold_log = self._log(fold_ms)
@@ -170,10 +173,11 @@ class Calibration:
 
     def multiplier(self, confidence: float, selection: bool = False) -> float:
         """``c`` at ``confidence`` (see :class:`MetaCalibration`; :func:`t_multiplier` without constants)."""
-        confidence = check_confidence(confidence)
-        if self.constants is None:
-            return t_multiplier(confidence, len(self.residuals))
-        return self.constants.multiplier(confidence, selection)
+        key = (check_confidence(confidence), bool(selection))
+        if key not in self._multipliers:  # a search asks for the same one, once per candidate
+            self._multipliers[key] = (t_multiplier(key[0], len(self.residuals)) if self.constants is None
+                                      else self.constants.multiplier(*key))
+        return self._multipliers[key]
 
     def _predict(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ms, fold_ms = self.held_out.predict(indices)

@@ -35,12 +35,12 @@ class HELPEstimator(LatencyEstimator):
 
     Args:
         space: search space name or instance.
-        method: ``"help+"`` (default; pool-basis network + closed-form ridge head), ``"help"``
+        method: ``"help+"`` (default; pool LUTs + closed-form evidence head), ``"help"``
             (the paper: hardware embedding, z modulator, Meta-SGD), ``"meta-sgd"`` or ``"maml"``.
         meta_model: the meta-trained :class:`~help_plugin.predictors.learners.MetaLearner` (set by
             :meth:`meta_fit`, :meth:`meta_train` and :meth:`pretrained`); ``None`` until then.
         options: hyper-parameters of the method for :meth:`meta_fit` (the fields of its config,
-            e.g. ``PoolBasisConfig``: ``{"steps": 300, "ensemble": 1}``).
+            e.g. ``PoolBasisConfig``: ``{"groups": ["flops", "luts"], "links": ["log"]}``).
         seed: seed of meta-training.
         device: a name for the target device (informational, saved with the estimator).
 
@@ -126,7 +126,7 @@ class HELPEstimator(LatencyEstimator):
         if not isinstance(learner, MetaLearner) or learner.method != self.method:
             raise ValueError(f"meta_model must be a meta-trained MetaLearner of method {self.method!r}, got "
                              f"{learner!r}")
-        if learner.space != self.space:
+        if learner.space is not self.space and learner.space != self.space:
             raise ValueError(f"meta_model is for space {learner.space!r}, the estimator for {self.space!r}")
         return learner
 
@@ -232,6 +232,11 @@ class HELPEstimator(LatencyEstimator):
         self._check_fitted()
         return self._learner().predict(self.head_, self.space.to_indices(archs), return_std=return_std)
 
+    def predict_one(self, arch: Any) -> float:
+        """Latency in ms of a single architecture (help+: a lookup in the head's table, the parse remembered)."""
+        self._check_fitted()
+        return self._learner().predict_one(self.head_, arch)
+
     def predict_tensor(self, probs: torch.Tensor) -> torch.Tensor:
         """Differentiable latency (ms) from relaxed choices ``probs`` ``[n, arch_length, max_choice]``.
 
@@ -257,6 +262,11 @@ class HELPEstimator(LatencyEstimator):
             tensors["shot_latencies_ms"] = torch.from_numpy(np.asarray(self.shot_latencies_ms_, np.float64))
             tensors.update({f"head.{k}": v for k, v in self.head_.state().items()})
         return meta, tensors
+
+    def _restore(self, path, meta: dict, tensors: dict) -> None:
+        if self.method in METHODS:  # a checkpoint of an earlier version in this version's layout
+            tensors = METHODS[self.method].upgrade_checkpoint(path, meta, tensors)
+        super()._restore(path, meta, tensors)
 
     def _set_state(self, meta, tensors) -> None:
         if self.method not in METHODS:

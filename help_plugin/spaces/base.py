@@ -17,6 +17,9 @@ import numpy as np
 
 #: Names of the analytic cost features, in column order of :meth:`SearchSpace.cost_features`.
 COST_FEATURES = ("flops", "params", "memory", "kernels")
+#: Parsed architectures :meth:`SearchSpace.to_indices` remembers per space instance (then it starts afresh;
+#: up to ~1 kB each for dict forms).
+PARSE_MEMO_SIZE = 100_000
 
 
 class SearchSpace(abc.ABC):
@@ -60,21 +63,43 @@ class SearchSpace(abc.ABC):
     def to_indices(self, archs: Any) -> np.ndarray:
         """Parse a batch: a sequence of architectures, or an int array ``[n, arch_length]``.
 
-        Returns ``np.ndarray[int64]`` of shape ``[n, arch_length]``.
+        Returns ``np.ndarray[int64]`` of shape ``[n, arch_length]``. Architectures given as strings (and
+        other forms :meth:`memo_key` can key) are parsed once: the rows of up to :data:`PARSE_MEMO_SIZE`
+        of them are remembered (parsing is a pure function of the form; forms not seen yet are validated).
         """
         if isinstance(archs, np.ndarray) and archs.dtype.kind in "iu":
             arr = archs.reshape(1, -1) if archs.ndim == 1 else archs
             self.check_indices(arr)
             return arr.astype(np.int64, copy=False)
-        if isinstance(archs, (str, dict)) or not isinstance(archs, Iterable):
+        if type(archs) is not list and (isinstance(archs, (str, dict)) or not isinstance(archs, Iterable)):
             raise TypeError(
                 f"expected a sequence of {self.name} architectures, got a single {type(archs).__name__}; "
                 "wrap it in a list"
             )
-        rows = [self._check_row(a) if isinstance(a, np.ndarray) else self.parse(a) for a in archs]
+        memo = self.__dict__.setdefault("_parsed", {})
+        rows = []
+        for a in archs:
+            if isinstance(a, np.ndarray):
+                rows.append(self._check_row(a))
+                continue
+            key = a if type(a) is str else self.memo_key(a)
+            row = memo.get(key) if key is not None else None
+            if row is None:
+                row = self.parse(a)
+                if key is not None:
+                    if len(memo) >= PARSE_MEMO_SIZE:
+                        memo.clear()
+                    memo[key] = row
+            rows.append(row)
         if not rows:
             return np.zeros((0, self.arch_length), dtype=np.int64)
-        return np.stack(rows).astype(np.int64)
+        return np.array(rows, dtype=np.int64)
+
+    def memo_key(self, arch: Any):
+        """A hashable key that determines ``parse(arch)`` entirely, for the memo of :meth:`to_indices`, or
+        ``None`` (not remembered). Strings are their own key; a space whose canonical form is not a string may
+        key it here (see the OFA space)."""
+        return None
 
     def _names_to_indices(self, values, names: Sequence[str], item: str, where: str) -> np.ndarray:
         """Map a sequence of choice names or indices (``names`` order) to an index vector.
@@ -107,8 +132,11 @@ class SearchSpace(abc.ABC):
             raise ValueError(
                 f"{self.name}: index array must have shape [n, {self.arch_length}], got {list(arr.shape)}"
             )
-        if arr.size:
-            bad = (arr < 0) | (arr >= np.asarray(self.choices))
+        limits = self.__dict__.get("_choices_array")
+        if limits is None:
+            limits = self.__dict__["_choices_array"] = np.asarray(self.choices)
+        if arr.size and (arr.min() < 0 or (arr >= limits).any()):
+            bad = (arr < 0) | (arr >= limits)
             if bad.any():
                 row, col = map(int, np.argwhere(bad)[0])
                 raise ValueError(
@@ -131,14 +159,17 @@ class SearchSpace(abc.ABC):
         out[np.arange(len(indices))[:, None], indices + offsets] = 1.0
         return out
 
-    def encode(self, indices: np.ndarray, costs: np.ndarray | None = None) -> np.ndarray:
+    def encode(self, indices: np.ndarray, costs: np.ndarray | None = None, one_hot: np.ndarray | None = None
+               ) -> np.ndarray:
         """The predictor's input: one-hot plus log analytic costs, ``[n, encoding_dim]`` float32.
 
-        ``costs`` may pass in ``cost_features(indices)`` when the caller has it already.
+        ``costs`` and ``one_hot`` may pass in ``cost_features(indices)`` and ``one_hot(indices)`` when the caller
+        has them already.
         """
         indices = self.to_indices(indices)
         costs = self.cost_features(indices) if costs is None else costs
-        return np.concatenate([self.one_hot(indices), np.log1p(costs).astype(np.float32)], axis=1)
+        one_hot = self.one_hot(indices) if one_hot is None else one_hot
+        return np.concatenate([one_hot, np.log1p(costs).astype(np.float32)], axis=1)
 
     @property
     def encoding_dim(self) -> int:
@@ -171,6 +202,73 @@ class SearchSpace(abc.ABC):
     def fixed_cost(self) -> np.ndarray:
         """Cost of the parts of the network every architecture shares (stem, head), ``[4]``."""
         return np.zeros(len(COST_FEATURES))
+
+    # ------------------------------------------------------------------ terms
+    def terms(self, indices: np.ndarray) -> np.ndarray:
+        """``[n, T]`` int64: the parts each architecture is the sum of, as rows of :meth:`term_tables` (its analytic
+        costs and its one-hot encoding are the sums of those rows'), so that any feature linear in them is a
+        gather-and-sum. Additive spaces (the default): each position's choice, then the fixed part; others raise
+        ``NotImplementedError`` unless they define terms."""
+        self.term_tables()  # the tables exist: the space is additive
+        indices = self.to_indices(indices)
+        width = max(self.choices)
+        fixed = np.full((len(indices), 1), self.arch_length * width)
+        return np.concatenate([indices + np.arange(self.arch_length) * width, fixed], axis=1)
+
+    def term_tables(self) -> dict[str, np.ndarray]:
+        """Per term of :meth:`terms` (computed once): ``"costs"`` ``[n_terms, 4]``, ``"one_hot"``
+        ``[n_terms, sum(choices)]`` and, where the op-type costs are additive too, ``"detail"``."""
+        tables = self.__dict__.get("_term_tables")
+        if tables is None:
+            tables = self.__dict__["_term_tables"] = self._term_tables()
+        return tables
+
+    def _term_tables(self) -> dict[str, np.ndarray]:
+        def per_term(table, fixed):
+            return np.concatenate([table.reshape(-1, table.shape[-1]), fixed[None]])
+
+        tables = {"costs": per_term(self.cost_table(), self.fixed_cost())}
+        width, offsets = max(self.choices), np.concatenate([[0], np.cumsum(self.choices)[:-1]])
+        tables["one_hot"] = np.zeros((len(tables["costs"]), int(sum(self.choices))))
+        for pos, (start, n) in enumerate(zip(offsets, self.choices)):
+            tables["one_hot"][pos * width + np.arange(n), start + np.arange(n)] = 1.0
+        try:
+            tables["detail"] = per_term(self._detail_table(), np.zeros(len(self.detail_names)))
+        except NotImplementedError:
+            pass
+        return tables
+
+    # ------------------------------------------------------------------ op-type costs
+    #: Names of the columns of :meth:`detail_features`; empty: the space has none.
+    detail_names: tuple[str, ...] = ()
+
+    def detail_features(self, indices: np.ndarray) -> np.ndarray:
+        """Op-type costs ``[n, len(detail_names)]`` float64: what the analytic costs lump together, split by the
+        kind of operation (e.g. the MACs of 1x1 and of depthwise convolutions), for help+'s ``detail`` group.
+
+        Default: the sum over positions of :meth:`detail_table` (a space whose op-type costs are additive).
+        """
+        indices = self.to_indices(indices)
+        return self._detail_table()[np.arange(self.arch_length), indices].sum(axis=1)
+
+    def detail_table(self) -> np.ndarray:
+        """Per-position, per-choice op-type costs ``[arch_length, max_choice, len(detail_names)]`` of a space whose
+        :meth:`detail_features` are a sum over positions."""
+        raise NotImplementedError(f"{self.name} has no additive op-type costs")
+
+    def _detail_table(self) -> np.ndarray:
+        table = self.__dict__.get("_detail_table_cache")
+        if table is None:
+            table = self.__dict__["_detail_table_cache"] = self.detail_table()
+        return table
+
+    def relaxed_detail_features(self, probs):
+        """Expected :meth:`detail_features` ``[n, len(detail_names)]`` under choice probabilities ``probs``
+        ``[n, arch_length, max_choice]`` (a one-hot ``probs`` gives exactly :meth:`detail_features`)."""
+        import torch
+
+        table = torch.as_tensor(self._detail_table(), dtype=probs.dtype, device=probs.device)
+        return torch.einsum("nlc,lck->nk", probs, table)
 
     def flops(self, arch: Any) -> float:
         """Multiply-accumulate count of one architecture."""

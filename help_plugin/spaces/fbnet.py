@@ -44,21 +44,41 @@ def layer_shapes(resolution: int = 32) -> list[tuple[int, int, int, int]]:
     return shapes
 
 
+#: The MACs of a block by kind of operation (:meth:`FBNet.detail_features` adds memory, kernels and params).
+MACS_BY_OP = ("pw_macs", "dw3_macs", "dw5_macs", "grouped_pw_macs", "skip_conv_macs")
+
+
+def _block_macs(name: str, c_in: int, c_out: int, stride: int, h: int) -> tuple[float, ...]:
+    """MACs of one block split as :data:`MACS_BY_OP`: ungrouped and grouped 1x1 convs, 3x3 and 5x5 depthwise
+    convs, the 1x1 conv of a skip that changes the shape."""
+    h_out = -(-h // stride)
+    out = [0.0] * len(MACS_BY_OP)
+    spec = block_spec(name)
+    if spec is None:
+        if not (stride == 1 and c_in == c_out):
+            out[4] = float(c_in * c_out * h_out * h_out)
+        return tuple(out)
+    k, e, g = spec
+    mid = c_in * e
+    out[3 if g > 1 else 0] = float(c_in * mid // g * h * h + mid * c_out // g * h_out * h_out)
+    out[1 if k == 3 else 2] = float(mid * k * k * h_out * h_out)
+    return tuple(out)
+
+
 def _block_cost(name: str, c_in: int, c_out: int, stride: int, h: int) -> tuple[float, float, float, float]:
+    macs = sum(_block_macs(name, c_in, c_out, stride, h))
     h_out = -(-h // stride)
     spec = block_spec(name)
     if spec is None:
         if stride == 1 and c_in == c_out:
             return (0.0, 0.0, 0.0, 0.0)
-        return (float(c_in * c_out * h_out * h_out), float(c_in * c_out),
-                float(c_in * h * h + c_out * h_out * h_out), 3.0)
+        return (macs, float(c_in * c_out), float(c_in * h * h + c_out * h_out * h_out), 3.0)
     k, e, g = spec
     mid = c_in * e
-    macs = c_in * mid // g * h * h + mid * k * k * h_out * h_out + mid * c_out // g * h_out * h_out
     params = c_in * mid // g + mid * k * k + mid * c_out // g
     memory = c_in * h * h + 2 * mid * h * h + 2 * mid * h_out * h_out + c_out * h_out * h_out
     kernels = 9 + (g > 1) + (stride == 1 and c_in == c_out)
-    return (float(macs), float(params), float(memory), float(kernels))
+    return (macs, float(params), float(memory), float(kernels))
 
 
 class FBNet(SearchSpace):
@@ -111,6 +131,17 @@ class FBNet(SearchSpace):
         for layer, (c_in, c_out, stride, h) in enumerate(layer_shapes(self.resolution)):
             for b, name in enumerate(BLOCKS):
                 table[layer, b] = _block_cost(name, c_in, c_out, stride, h)
+        return table
+
+    detail_names = MACS_BY_OP + ("memory", "kernels", "params")
+
+    def detail_table(self) -> np.ndarray:
+        """Each block's MACs by kind of operation (:data:`MACS_BY_OP`), then its memory, kernels and params."""
+        table = np.zeros((22, 9, len(self.detail_names)))
+        for layer, (c_in, c_out, stride, h) in enumerate(layer_shapes(self.resolution)):
+            for b, name in enumerate(BLOCKS):
+                table[layer, b, :len(MACS_BY_OP)] = _block_macs(name, c_in, c_out, stride, h)
+        table[:, :, len(MACS_BY_OP):] = self.cost_table()[:, :, [2, 3, 1]]
         return table
 
     def fixed_cost(self) -> np.ndarray:

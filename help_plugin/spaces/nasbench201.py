@@ -125,6 +125,22 @@ class NASBench201(SearchSpace):
                 table[:, o] += CELLS_PER_STAGE * np.asarray(_op_cost(op, c, h))
         return table
 
+    #: Counts of each op over all edges, then over the *live* edges (on a path of non-``none`` edges from the
+    #: cell's input to its output: the others compute nothing that reaches the output), then whether any is live.
+    detail_names = tuple(OPS[1:]) + tuple(f"live_{op}" for op in OPS[1:]) + ("has_live_path",)
+
+    def detail_features(self, indices: np.ndarray) -> np.ndarray:
+        """Op counts over all and over live edges and the live-path flag (see :attr:`detail_names`)."""
+        idx = self.to_indices(indices)
+        return _op_counts(np.eye(len(OPS))[idx], np.stack)
+
+    def relaxed_detail_features(self, probs):
+        """:meth:`detail_features` with each edge's op drawn from ``probs`` ``[n, 6, 5]``: an edge is on with
+        probability ``1 - p(none)`` and a node reached as in a noisy OR of its inputs (exact for one-hot ``probs``)."""
+        import torch
+
+        return _op_counts(probs, torch.stack)
+
     def fixed_cost(self) -> np.ndarray:
         macs = 27 * 16 * 32 * 32  # stem
         params = 27 * 16
@@ -136,6 +152,31 @@ class NASBench201(SearchSpace):
         params += 64 * self.num_classes
         memory = 2 * 16 * 32 * 32 + 2 * (32 * 16 * 16) * 3 + 2 * (64 * 8 * 8) * 3
         return np.array([macs, params, memory, 12.0])
+
+
+def _op_counts(probs, stack):
+    """:meth:`NASBench201.detail_features` of per-edge op probabilities ``[n, 6, 5]`` (numpy or torch, with its
+    ``stack``): node reachability from the input and to the output as noisy ORs over the edges (0/1 for one-hot)."""
+    on = 1 - probs[:, :, 0]
+    reach = _noisy_or(on, (0, 1, 2, 3), lambda v: [(e, s) for e, (t, s) in enumerate(EDGES) if t == v])
+    back = _noisy_or(on, (3, 2, 1, 0), lambda v: [(e, t) for e, (t, s) in enumerate(EDGES) if s == v])
+    live = stack([reach[s] * back[t] for t, s in EDGES], 1)  # the edge's ends are connected to input and output
+    ops = probs[:, :, 1:]
+    live_ops = ops * live[:, :, None]
+    return stack([ops[:, :, o].sum(1) for o in range(len(OPS) - 1)]
+                 + [live_ops[:, :, o].sum(1) for o in range(len(OPS) - 1)] + [reach[3]], 1)
+
+
+def _noisy_or(on, order, links) -> dict:
+    """``node -> probability it is connected to order[0]`` along edges that are on with probability ``on[:, e]``,
+    nodes visited in ``order``; ``links(v)``: ``(edge, neighbour)`` pairs joining ``v`` to nodes visited before."""
+    reach = {order[0]: on[:, 0] * 0 + 1}
+    for v in order[1:]:
+        miss = 1
+        for e, u in links(v):
+            miss = miss * (1 - reach[u] * on[:, e])
+        reach[v] = 1 - miss
+    return reach
 
 
 def build_network(indices, num_classes: int = 10, channels: int = 16, cells_per_stage: int = CELLS_PER_STAGE):

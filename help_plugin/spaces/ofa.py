@@ -29,6 +29,23 @@ STAGE_SE = (False, True, False, True, True)
 FIRST_CHANNELS, FINAL_EXPAND, FEATURE_MIX, NUM_CLASSES = 16, 960, 1280, 1000
 
 
+#: The term of an inactive layer in :meth:`OFAMobileNetV3.terms` (after the 20 x resolutions x 3 x 3 layer terms).
+_EMPTY_TERM = 20 * len(RESOLUTIONS) * 9
+#: ks/e/d value -> choice index.
+_CODES = {key: {v: i for i, v in enumerate(values)} for key, values in (("ks", KERNELS), ("e", EXPANDS), ("d", DEPTHS))}
+
+
+def _subnet_terms(row: list[int]) -> list[int]:
+    """:meth:`OFAMobileNetV3.terms` of one index row."""
+    r, n_res, out = row[45], len(RESOLUTIONS), []
+    for stage in range(5):
+        depth = DEPTHS[row[40 + stage]]
+        for j in range(4):
+            layer = 4 * stage + j
+            out.append(((layer * n_res + r) * 3 + row[layer]) * 3 + row[20 + layer] if j < depth else _EMPTY_TERM)
+    return out + [_EMPTY_TERM + 1 + 3 * stage + row[40 + stage] for stage in range(5)] + [_EMPTY_TERM + 16 + r]
+
+
 def make_divisible(v, divisor: int = 8):
     """OFA's channel rounding (to a multiple of ``divisor``, never below 90 % of ``v``); elementwise on arrays."""
     v = np.asarray(v, dtype=np.float64)
@@ -71,19 +88,42 @@ class OFAMobileNetV3(SearchSpace):
             if len(r) != 1:
                 raise ValueError(f"ofa: r must be one resolution, got {r!r}")
             r = r[0]
-        out = np.empty(46, dtype=np.int64)
-        for key, values, n, offset in (("ks", KERNELS, 20, 0), ("e", EXPANDS, 20, 20), ("d", DEPTHS, 5, 40)):
+        out = []
+        for key, values, n in (("ks", KERNELS, 20), ("e", EXPANDS, 20), ("d", DEPTHS, 5)):
             seq = arch[key]
             if not isinstance(seq, (list, tuple, np.ndarray)) or len(seq) != n:
                 raise ValueError(f"ofa: {key} must be a list of {n} values, got {seq!r}")
-            for i, v in enumerate(seq):
-                if v not in values:
-                    raise ValueError(f"ofa: {key}[{i}] = {v!r} is not one of {values}")
-                out[offset + i] = values.index(int(v))
+            codes = _CODES[key]
+            try:
+                out += [codes[v] for v in seq]
+            except (KeyError, TypeError):
+                bad = next(i for i, v in enumerate(seq) if not (isinstance(v, (int, float, np.number)) and v in values))
+                raise ValueError(f"ofa: {key}[{bad}] = {seq[bad]!r} is not one of {values}") from None
         if r not in RESOLUTIONS:
             raise ValueError(f"ofa: resolution r = {r!r} is not one of 128, 132, ..., 224")
-        out[45] = RESOLUTIONS.index(int(r))
-        return out
+        out.append(RESOLUTIONS.index(int(r)))
+        return np.array(out, dtype=np.int64)
+
+    def memo_key(self, arch: Any):
+        """An arch dict as a tuple of its items (lists as tuples), so that parsing it is remembered."""
+        if not isinstance(arch, dict):
+            return None
+        if len(arch) == 4 and "r" in arch:  # the canonical form {"ks", "e", "d", "r"}: its values, tagged (no
+            # sorted-items key below has a string first)
+            try:
+                ks, e, d, r = arch["ks"], arch["e"], arch["d"], arch["r"]
+                if type(ks) is list and type(e) is list and type(d) is list:
+                    key = ("ks,e,d,r", tuple(ks), tuple(e), tuple(d), tuple(r) if type(r) is list else r)
+                    hash(key)
+                    return key
+            except (KeyError, TypeError):
+                pass
+        try:
+            key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in arch.items()))
+            hash(key)
+        except TypeError:  # unhashable or unorderable: parsed every time (and its error raised)
+            return None
+        return key
 
     def format(self, indices) -> dict:
         idx = [int(i) for i in indices]
@@ -116,51 +156,33 @@ class OFAMobileNetV3(SearchSpace):
         return idx
 
     def cost_features(self, indices: np.ndarray) -> np.ndarray:
+        """Costs of the fixed parts at the subnet's resolution plus those of its active layers (:meth:`_cost_tables`)."""
         indices = self.to_indices(indices)
-        n = len(indices)
-        res = np.asarray(RESOLUTIONS, dtype=np.float64)[indices[:, 45]]
-        ks = np.asarray(KERNELS, dtype=np.float64)[indices[:, :20]]
-        ex = np.asarray(EXPANDS, dtype=np.float64)[indices[:, 20:40]]
-        active = self.active_mask(indices)
-        h = _ceil_half(res)  # after the stride-2 first conv
-        c = FIRST_CHANNELS
-        hw = h * h
-        # first conv 3x3 (3 -> 16) and the fixed first block (dw 3x3 + 1x1 16 -> 16)
-        macs = 27 * c * hw + 9 * c * hw + c * c * hw
-        params = np.full(n, 27 * c + 9 * c + c * c, dtype=np.float64)
-        memory = (3 * res * res) + 4 * c * hw
-        kernels = np.full(n, 6.0)
-        for stage, (c_out, stride, se) in enumerate(zip(STAGE_CHANNELS, STAGE_STRIDES, STAGE_SE)):
-            for j in range(4):
-                layer = 4 * stage + j
-                on = active[:, layer]
-                s = stride if j == 0 else 1
-                h_out = _ceil_half(h) if s == 2 else h
-                c_in = c if j == 0 else c_out
-                mid = c_in * ex[:, layer]  # make_divisible is the identity for these channel counts
-                lm = c_in * mid * h * h + mid * ks[:, layer] ** 2 * h_out ** 2 + mid * c_out * h_out ** 2
-                lp = c_in * mid + mid * ks[:, layer] ** 2 + mid * c_out
-                lmem = c_in * h * h + 2 * mid * h * h + 2 * mid * h_out ** 2 + c_out * h_out ** 2
-                lk = 9.0 + (j > 0)
-                if se:
-                    squeeze = make_divisible(mid // 4)
-                    lm = lm + 2 * mid * squeeze + mid * h_out ** 2
-                    lp = lp + 2 * mid * squeeze
-                    lmem = lmem + 2 * mid * h_out ** 2
-                    lk = lk + 5
-                macs = macs + on * lm
-                params = params + on * lp
-                memory = memory + on * lmem
-                kernels = kernels + on * lk
-                if j == 0:
-                    h = h_out
-            c = c_out
-        hw = h * h
-        macs = macs + c * FINAL_EXPAND * hw + FINAL_EXPAND * FEATURE_MIX + FEATURE_MIX * NUM_CLASSES
-        params = params + c * FINAL_EXPAND + FINAL_EXPAND * FEATURE_MIX + FEATURE_MIX * NUM_CLASSES
-        memory = memory + (c + FINAL_EXPAND) * hw
-        kernels = kernels + 6
-        return np.stack([macs, params, memory, kernels], axis=1)
+        fixed, layers = _cost_tables()
+        res = indices[:, 45:]
+        per_layer = layers[np.arange(20), res, indices[:, :20], indices[:, 20:40]]  # [n, 20, 4]
+        return fixed[res[:, 0]] + np.einsum("nlk,nl->nk", per_layer, self.active_mask(indices).astype(np.float64))
+
+    def terms(self, indices: np.ndarray) -> np.ndarray:
+        """Each elastic layer at the subnet's resolution with its kernel and expand (an empty term when inactive),
+        each stage's depth, the resolution (with the fixed parts): ``[n, 26]``."""
+        idx = self.to_indices(indices)
+        if len(idx) == 1:  # one subnet (a finder's query): plain Python is several times faster than numpy here
+            return np.array([_subnet_terms(idx[0].tolist())], dtype=np.int64)
+        r = idx[:, 45:]
+        layer = ((np.arange(20) * len(RESOLUTIONS) + r) * 3 + idx[:, :20]) * 3 + idx[:, 20:40]
+        layer = np.where(self.active_mask(idx), layer, _EMPTY_TERM)
+        return np.concatenate([layer, _EMPTY_TERM + 1 + np.arange(5) * 3 + idx[:, 40:45], _EMPTY_TERM + 16 + r], axis=1)
+
+    def _term_tables(self) -> dict[str, np.ndarray]:
+        fixed, layers = _cost_tables()
+        costs = np.concatenate([layers.reshape(-1, 4), np.zeros((16, 4)), fixed])
+        one_hot = np.zeros((len(costs), int(sum(self.choices))))
+        layer, r, k, e = np.unravel_index(np.arange(_EMPTY_TERM), layers.shape[:4])
+        one_hot[np.arange(_EMPTY_TERM), 3 * layer + k] = one_hot[np.arange(_EMPTY_TERM), 60 + 3 * layer + e] = 1.0
+        one_hot[_EMPTY_TERM + 1 + np.arange(15), 120 + np.arange(15)] = 1.0  # depth terms: stage-major, like the one-hot
+        one_hot[_EMPTY_TERM + 16 + np.arange(len(RESOLUTIONS)), 135 + np.arange(len(RESOLUTIONS))] = 1.0
+        return {"costs": costs, "one_hot": one_hot}
 
     # ------------------------------------------------------------------ data and graph forms
     def help_archs(self, load) -> np.ndarray:
@@ -206,6 +228,49 @@ class OFAMobileNetV3(SearchSpace):
             supernet.set_active_subnet(ks=cfg["ks"], e=cfg["e"], d=cfg["d"])
             net = supernet.get_active_subnet(preserve_weight=True)
         return net.eval()
+
+
+@functools.lru_cache(maxsize=1)
+def _cost_tables() -> tuple[np.ndarray, np.ndarray]:
+    """``(fixed [resolution, 4], per layer [20, resolution, kernel, expand, 4])``: the MACs, params, memory and
+    kernels of the parts every subnet has (first conv and block, final layers) and of each elastic layer when
+    active, for every resolution and choice (a layer's input size depends only on the resolution)."""
+    res = np.asarray(RESOLUTIONS, dtype=np.float64)[:, None, None]
+    ks = np.asarray(KERNELS, dtype=np.float64)[None, :, None]
+    ex = np.asarray(EXPANDS, dtype=np.float64)[None, None, :]
+    grid = np.zeros((len(RESOLUTIONS), len(KERNELS), len(EXPANDS)))
+    h = _ceil_half(res)  # after the stride-2 first conv
+    c = FIRST_CHANNELS
+    hw = h * h
+    # first conv 3x3 (3 -> 16) and the fixed first block (dw 3x3 + 1x1 16 -> 16)
+    fixed = [27 * c * hw + 9 * c * hw + c * c * hw, 0 * hw + 27 * c + 9 * c + c * c, 3 * res * res + 4 * c * hw, 0 * hw + 6]
+    layers = np.zeros((20,) + grid.shape + (4,))
+    for stage, (c_out, stride, se) in enumerate(zip(STAGE_CHANNELS, STAGE_STRIDES, STAGE_SE)):
+        for j in range(4):
+            s = stride if j == 0 else 1
+            h_out = _ceil_half(h) if s == 2 else h
+            c_in = c if j == 0 else c_out
+            mid = c_in * ex  # make_divisible is the identity for these channel counts
+            lm = c_in * mid * h * h + mid * ks ** 2 * h_out ** 2 + mid * c_out * h_out ** 2
+            lp = c_in * mid + mid * ks ** 2 + mid * c_out
+            lmem = c_in * h * h + 2 * mid * h * h + 2 * mid * h_out ** 2 + c_out * h_out ** 2
+            lk = 9.0 + (j > 0)
+            if se:
+                squeeze = make_divisible(mid // 4)
+                lm = lm + 2 * mid * squeeze + mid * h_out ** 2
+                lp = lp + 2 * mid * squeeze
+                lmem = lmem + 2 * mid * h_out ** 2
+                lk = lk + 5
+            layers[4 * stage + j] = np.stack(np.broadcast_arrays(lm, lp, lmem, lk + grid), axis=-1)
+            if j == 0:
+                h = h_out
+        c = c_out
+    hw = h * h
+    fixed[0] = fixed[0] + c * FINAL_EXPAND * hw + FINAL_EXPAND * FEATURE_MIX + FEATURE_MIX * NUM_CLASSES
+    fixed[1] = fixed[1] + c * FINAL_EXPAND + FINAL_EXPAND * FEATURE_MIX + FEATURE_MIX * NUM_CLASSES
+    fixed[2] = fixed[2] + (c + FINAL_EXPAND) * hw
+    fixed[3] = fixed[3] + 6
+    return np.stack([np.broadcast_to(f, res.shape).ravel() for f in fixed], axis=1), layers
 
 
 _SUPERNET_LOCK = threading.Lock()

@@ -43,7 +43,7 @@ class ClosestDeviceEstimator(LatencyEstimator):
     def meta_fit(self, data: LatencyDataset, train_devices: Sequence[str], valid_devices: Sequence[str] = (),
                  *, arch_rows: np.ndarray | None = None, progress: bool = False) -> "ClosestDeviceEstimator":
         """Train the pool network on ``data[arch_rows]`` for ``train_devices + valid_devices``."""
-        config = PoolBasisConfig.from_options("closest-device", self.pool_options, seed=self.seed)
+        config = PoolBasisConfig.from_options("closest-device", self.pool_options, groups=("mlp",), seed=self.seed)
         devices, rows = check_pool(self.space, data, train_devices, valid_devices, arch_rows)
         self.meta_model = PoolBasisLearner(self.space, config).meta_fit(data, devices, (), arch_rows=rows,
                                                                         progress=progress)

@@ -115,6 +115,11 @@ class MetaLearner(abc.ABC):
     def predict(self, head: DeviceHead, indices: np.ndarray, return_std: bool = False):
         """Latency in ms ``[n]`` of ``indices`` ``[n, arch_length]`` on the head's device (and its std)."""
 
+    def predict_one(self, head: DeviceHead, arch) -> float:
+        """Latency in ms of one architecture in any form the space accepts (learners may take a faster path
+        than :meth:`predict` on a batch of one)."""
+        return float(self.predict(head, self.space.to_indices([arch]))[0])
+
     def predict_tensor(self, head: DeviceHead, probs: torch.Tensor) -> torch.Tensor:
         """Differentiable latency (ms) ``[n]`` from relaxed choices ``probs`` ``[n, arch_length, max_choice]``."""
         raise NotImplementedError(f"method {self.method!r} has no differentiable prediction")
@@ -134,6 +139,12 @@ class MetaLearner(abc.ABC):
         return HeldOut(rows, lambda idx: (self.predict(head, idx), np.stack([self.predict(h, idx) for h in heads])))
 
     # -------------------------------------------------------------- persistence
+    @classmethod
+    def upgrade_checkpoint(cls, path, meta: dict, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The tensors of a ``HELPEstimator`` checkpoint (``meta``: its header) saved by an earlier version of this
+        method, in this version's layout (default: as they are)."""
+        return tensors
+
     def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
         """``(JSON-able meta, tensors)`` of the meta-trained learner."""
         meta, tensors = self._state()
