@@ -110,6 +110,20 @@ def test_search_calibrates_the_limit_to_a_device_that_drifted(nb201, tmp_path):
     with pytest.raises(ValueError, match="anchors must be"):
         verified_search(est, slower, limit, cycles=5, anchors="refs")
 
+def test_a_retry_with_nothing_feasible_ends_with_the_candidates_measured_so_far(nb201):
+    """On a device 4x slower than predicted (no anchors), the retry's limit (a quarter of the limit) leaves no
+    architecture whose bound meets it: the search stops retrying and reports the best measured candidate (here one
+    that misses the limit, and says so) instead of failing after its measurements were made."""
+    lat = nb201.latency("gold_6226")
+    row = {nb201.space.canonical(a): i for i, a in enumerate(nb201.archs)}
+    slow = CallableDevice("nasbench201", lambda a: 4.0 * float(lat[row[a]]), name="gold-4x", isolation="thread")
+    est = HELPEstimator.pretrained("nasbench201").adapt(lat[nb201.reference_rows], nb201.archs[:10], lat[:10])
+    limit = float(np.percentile(lat, 20))
+    r = verified_search(est, slow, limit, cycles=5, seed=0, verify_top=2, anchors=None, final_sessions=1)
+    assert r.history and r.measured_ms == pytest.approx(min(h["measured_ms"] for h in r.history))
+    assert r.constraint_met == (r.measured_ms <= limit) and r.search_limits_ms[-1] < limit / 2
+
+
 def test_search_retries_under_a_tighter_limit_when_every_candidate_is_too_slow(nb201):
     """Without calibration (no anchors), on a device 30 % slower than the estimator predicts, the
     candidates near the limit measure above limit * (1 - guard); the search runs again under a limit

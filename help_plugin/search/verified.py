@@ -263,12 +263,22 @@ class VerifiedSearch:
             try:
                 found = list(self.propose(searcher, windows[-1], constraint))
             except NoFeasibleArchitecture:
-                if windows[-1][0] == 0:
-                    raise
-                log.warning("no architecture is predicted within %.2f-%.2f ms that meets %.2f ms by its %s: "
-                            "searching under the limit alone", *windows[-1], limits[-1], constraint.describe())
-                windows[-1] = (0.0, windows[-1][1])
-                found = list(self.propose(searcher, windows[-1], constraint))
+                found = None
+                if windows[-1][0] > 0:
+                    log.warning("no architecture is predicted within %.2f-%.2f ms that meets %.2f ms by its %s: "
+                                "searching under the limit alone", *windows[-1], limits[-1], constraint.describe())
+                    windows[-1] = (0.0, windows[-1][1])
+                    try:
+                        found = list(self.propose(searcher, windows[-1], constraint))
+                    except NoFeasibleArchitecture:
+                        pass
+                if found is None:
+                    if not verified:
+                        raise
+                    log.warning("no architecture meets %.2f ms by its %s after %d measured attempt(s): the winner "
+                                "is chosen among the candidates measured so far", limits[-1], constraint.describe(),
+                                attempt)
+                    break
             search_s += time.perf_counter() - t0
             proposed += found
             checked = {space.canonical(v[0].arch) for v in verified}
