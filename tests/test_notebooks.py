@@ -1,7 +1,8 @@
 """Every notebook in notebooks/ executes top to bottom (so examples cannot rot).
 
 The notebooks are stored executed, with their outputs, so that they read on GitHub: after changing one, run
-``HELP_PLUGIN_STORE_NOTEBOOKS=1 pytest tests/test_notebooks.py`` to store the outputs of this run.
+``HELP_PLUGIN_STORE_NOTEBOOKS=1 pytest tests/test_notebooks.py`` to store the outputs of this run (stdout, results
+and plots; not stderr, where only the environment's warnings go).
 """
 import os
 from pathlib import Path
@@ -23,4 +24,6 @@ def test_notebook_runs(path, tmp_path):
     if os.environ.get("HELP_PLUGIN_STORE_NOTEBOOKS"):
         for cell in nb.cells:
             cell.metadata.pop("execution", None)
+            if "outputs" in cell:  # stderr is the environment's warnings (local paths, missing widgets): not stored
+                cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
         nbformat.write(nb, path)
