@@ -383,21 +383,20 @@ class PoolBasisLearner(MetaLearner):
     def leave_one_out(self, head: GroupRidgeHead, reference_ms, shot_idx, shot_ms) -> HeldOut:
         """Any measurement can be left out (references too): each held-out head makes every choice again
         (standardisation, strengths, link), all in one batched fit; the queried archs' features are computed
-        once for all heads."""
+        once for all heads; the full head's prediction is :meth:`predict`'s own."""
         heads = self._fit(reference_ms, shot_idx, shot_ms, leave_one_out=True)
-        everyone = [head] + heads
-        groups = tuple(g for g in self.groups if any(g in self._active(h) for h in everyone))
-        weights = np.stack([h.weights for h in everyone])
-        offsets = np.array([h.offset for h in everyone])
-        log_link = np.array([h.log_link for h in everyone])
-        floors = np.array([h.floor for h in everyone])
+        groups = tuple(g for g in self.groups if any(g in self._active(h) for h in heads))
+        weights = np.stack([h.weights for h in heads])
+        offsets = np.array([h.offset for h in heads])
+        log_link = np.array([h.log_link for h in heads])
+        floors = np.array([h.floor for h in heads])
 
         if all(self._term_table(g) is not None for g in groups):
             predict_t = self._term_predictor(groups, weights, offsets, log_link)
         else:
             def predict_t(indices: np.ndarray) -> np.ndarray:
                 feats = self.features(indices, groups)
-                t = np.empty((len(everyone), len(indices)))
+                t = np.empty((len(heads), len(indices)))
                 for link in (False, True):
                     rows = np.flatnonzero(log_link == link)
                     if len(rows):
@@ -407,7 +406,7 @@ class PoolBasisLearner(MetaLearner):
         def predict(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             t = predict_t(indices)
             ms = np.where(log_link[:, None], positive(t, True, 0.0), positive(t, False, floors[:, None]))
-            return self.predict(head, indices), ms[1:]  # the head's own path: exactly what predict() gives
+            return self.predict(head, indices), ms
 
         return HeldOut([np.array([i]) for i in range(len(heads))], predict)
 
