@@ -93,6 +93,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5, help="adaptations per device (default 5)")
     p.add_argument("--pick-seeds", type=int, default=3, help="of which used for the adversarial picks (default 3)")
     p.add_argument("--shots", type=int, default=10)
+    p.add_argument("--shot-selection", choices=["random", "design"], default="random",
+                   help="how the shots are chosen (design: HELPEstimator.select_shots among a random half; default random)")
     p.add_argument("--tables", action="store_true", help="also run benchmarks/metad2a_table4.py and ofa_table5.py")
     p.add_argument("--out", type=Path, default=Path("results/constraints.json"))
     args = p.parse_args()
@@ -103,7 +105,8 @@ def main() -> None:
         data, est = load_help_data(space), HELPEstimator.pretrained(space)
         objectives = objective_values(data)
         with torch_threads(1):
-            adaptations = [simulate_adaptation(est, data, device, seed, args.shots, with_std=True)
+            adaptations = [simulate_adaptation(est, data, device, seed, args.shots, with_std=True,
+                                              shot_selection=args.shot_selection)
                            for device in get_split(space).test for seed in range(args.seeds)]
         for (_, device), group in by_device(adaptations).items():
             row = {"space": space, "device": device}

@@ -2,6 +2,10 @@
 next to the timing harness's own test-retest ceiling and two baselines, and how often a
 latency-constrained search's winner meets the limit when re-measured.
 
+help+ is adapted twice on the same measurements' device: on the reference archs + K designed shots (the
+product's default, ``choose_shots``) and + K random ones; the baselines and the held-out archs use random ones.
+The searches use the designed-shots model.
+
     python benchmarks/local_device.py --space nasbench201 --batch-size 1
     python benchmarks/local_device.py --space fbnet --batch-size 1 --searches 0
     python benchmarks/local_device.py --budget-use 0.9,0   # searches with and without the budget floor
@@ -24,6 +28,7 @@ from help_plugin.measure import TorchEagerDevice
 from help_plugin.search import VerifiedSearch, synflow_proposer
 from help_plugin.search.verified import SYNFLOW
 from help_plugin.predictors.baselines import ClosestDeviceEstimator, FLOPsEstimator
+from help_plugin.predictors.shot_design import choose_shots
 
 
 def main() -> None:
@@ -46,25 +51,27 @@ def main() -> None:
                               seed=args.seed)
     est = HELPEstimator.pretrained(args.space, device=device.device_id)
     refs = est.reference_indices
-    ref_keys = {est.space.canonical(r) for r in refs}
-    sample = [r for r in est.space.sample(2 * (args.shots + args.test), args.seed + 1)
-              if est.space.canonical(r) not in ref_keys]
-    sample = np.stack(list({est.space.canonical(r): r for r in sample}.values())[:args.shots + args.test])
-    archs = np.concatenate([refs, sample])
+    designed = choose_shots(est, args.shots, args.seed)  # the product's default shots
+    taken = {est.space.canonical(r) for r in np.concatenate([refs, designed])}
+    sample = est.space.sample_distinct(args.shots + args.test, args.seed + 1, taken)  # random shots + held-out
+    archs = np.concatenate([refs, designed, sample])
     measured = device.measure(archs, progress=True)
     ms = measured.latency_ms
-    fit_rows = np.arange(len(refs) + args.shots)
-    test = slice(len(refs) + args.shots, None)
+    n_ref, k = len(refs), args.shots
+    random_rows = np.r_[0:n_ref, n_ref + k:n_ref + 2 * k]
+    test = slice(n_ref + 2 * k, None)
 
     t0 = time.perf_counter()
-    est.fit(archs[fit_rows], ms[fit_rows])
+    est.fit(archs[:n_ref + k], ms[:n_ref + k])
     adapt_s = time.perf_counter() - t0
+    drawn = HELPEstimator.pretrained(args.space, device=device.device_id).fit(archs[random_rows], ms[random_rows])
     split = get_split(args.space)
     closest = ClosestDeviceEstimator(args.space).meta_fit(load_help_data(args.space), split.train, split.valid)
-    closest.fit(archs[fit_rows], ms[fit_rows])
-    flops = FLOPsEstimator(args.space).fit(archs[fit_rows], ms[fit_rows])
+    closest.fit(archs[random_rows], ms[random_rows])
+    flops = FLOPsEstimator(args.space).fit(archs[random_rows], ms[random_rows])
     rows = {name: metrics(m.predict(archs[test]), ms[test]) for name, m in
-            [("help+ (shipped)", est), ("closest-device", closest), ("flops", flops)]}
+            [("help+ (shipped, designed shots)", est), ("help+ (shipped, random shots)", drawn),
+             ("closest-device (random shots)", closest), ("flops (random shots)", flops)]}
 
     searches = []
     for q in (25, 50, 75) if args.searches else ():

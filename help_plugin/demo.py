@@ -17,16 +17,21 @@ import numpy as np
 from .evaluation.metrics import metrics, spearman
 from .measure import TorchEagerDevice
 from .predictors import HELPEstimator
+from .predictors.shot_design import choose_shots
 from .search import VerifiedSearch, synflow_proposer
 from .search.verified import SYNFLOW
 
 log = logging.getLogger(__name__)
 
+#: How the report names each shot selection.
+SHOTS_WORD = {"design": "designed", "random": "random"}
+
 
 def run_demo(space: str = "nasbench201", shots: int = 10, n_test: int = 50, seed: int = 0, threads: int = 1,
              passes: int = 5, out_dir: str | Path = "results/demo", progress: bool = True,
-             search_cycles: int = 60) -> dict:
-    """Measure the shipped model's reference archs + ``shots`` + ``n_test`` random archs on this CPU,
+             search_cycles: int = 60, shot_selection: str = "design") -> dict:
+    """Measure the shipped model's reference archs + ``shots`` (chosen by ``shot_selection``, see
+    :func:`~help_plugin.predictors.shot_design.choose_shots`) + ``n_test`` random archs on this CPU,
     adapt on the first two groups, score predictions on the held-out ``n_test``, and search under the
     median held-out latency.
 
@@ -38,9 +43,9 @@ def run_demo(space: str = "nasbench201", shots: int = 10, n_test: int = 50, seed
     device = TorchEagerDevice(space, threads=threads, passes=passes, seed=seed)
     est = HELPEstimator.pretrained(space, device=device.device_id)
     refs = est.reference_indices
-    ref_keys = {est.space.canonical(r) for r in refs}
-    pool = [r for r in est.space.sample(4 * (shots + n_test), seed) if est.space.canonical(r) not in ref_keys]
-    sample = np.stack(list({est.space.canonical(r): r for r in pool}.values())[: shots + n_test])
+    shot_idx = choose_shots(est, shots, seed, shot_selection)
+    taken = {est.space.canonical(r) for r in np.concatenate([refs, shot_idx])}
+    sample = np.concatenate([shot_idx, est.space.sample_distinct(n_test, seed + 1, taken)])
     measured = device.measure(np.concatenate([refs, sample]), progress=progress)
     ms, n_ref = measured.latency_ms, len(refs)
     t0 = time.perf_counter()
@@ -52,7 +57,7 @@ def run_demo(space: str = "nasbench201", shots: int = 10, n_test: int = 50, seed
     predict_s = time.perf_counter() - t0
     report = {
         "space": space, "device": device.device_id, "threads": threads, "batch_size": 1,
-        "measurements_used": est.n_measurements, "held_out": len(test_idx),
+        "measurements_used": est.n_measurements, "shot_selection": shot_selection, "held_out": len(test_idx),
         "retest_rho": measured.retest_rho,
         "help+": metrics(pred, test_ms),
         "flops_rho": spearman(est.space.cost_features(test_idx)[:, 0], test_ms),
@@ -87,7 +92,7 @@ def format_report(r: dict) -> str:
         f"device {r['device']} ({r['threads']} thread, batch 1), space {r['space']}",
         "",
         "| quantity | value |", "|---|---|",
-        f"| target measurements used (reference + shots) | {r['measurements_used']} |",
+        f"| target measurements used (reference + {SHOTS_WORD[r['shot_selection']]} shots) | {r['measurements_used']} |",
         f"| held-out architectures scored | {r['held_out']} |",
         f"| harness test-retest Spearman (ceiling) | {r['retest_rho']:.3f} |",
         f"| HELP (help+) Spearman / Kendall | {h['spearman']:.3f} / {h['kendall']:.3f} |",

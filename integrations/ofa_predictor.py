@@ -19,7 +19,7 @@ import numpy as np
 
 from ..predictors import LatencyEstimator, NotFittedError
 from ..predictors.cache import LRU, PredictionCache
-from ..search.constraint import checked_confidence, predict_with_bound
+from ..search.constraint import checked_confidence, predict_one_with_bound, predict_with_bound
 from ..spaces import get_space
 
 _SPACE = get_space("ofa")
@@ -108,7 +108,9 @@ class HELPEfficiencyPredictor:
         if ms is not None:
             self._fast_hits += 1
             return ms
-        return float(self._predict([arch_dict], [key])[0])
+        ms = self._cache.one(self.space.parse_row(arch_dict), self._estimate_one)  # validates
+        self._by_key[key] = ms
+        return ms
 
     def predict_efficiency(self, spec: dict) -> float:
         """``ofa.tutorial.EvolutionFinder``'s call: ms of ``{"ks", "e", "d", "r": [int]}``."""
@@ -123,6 +125,9 @@ class HELPEfficiencyPredictor:
     # ------------------------------------------------------------------ internals
     def _estimate(self, idx: np.ndarray) -> np.ndarray:
         return predict_with_bound(self.estimator, idx, self.confidence)[1]
+
+    def _estimate_one(self, row: np.ndarray) -> float:
+        return predict_one_with_bound(self.estimator, row, self.confidence)[1]
 
     def _predict(self, archs: list, keys: list) -> np.ndarray:
         out = np.empty(len(archs))

@@ -115,6 +115,18 @@ def test_predictor_answers_both_conventions_from_one_cache(est):
                               "size": 0}
 
 
+def test_single_queries_give_the_batched_values(est):
+    """A finder's uncached query takes the single-architecture path (the dict read straight into indices, the
+    held-out heads in one gather): the same bound and mean as the batched path, to float rounding."""
+    archs = [SPACE.format(r) for r in SPACE.sample(300, seed=9)]
+    assert est.calibration().has_bound_one
+    bound = [HELPEfficiencyPredictor(est).get_efficiency(nas_form(a)) for a in archs]
+    np.testing.assert_allclose(bound, est.predict_upper(archs, 0.95, selection=True), rtol=1e-12)
+    mean = [HELPEfficiencyPredictor(est, confidence=None).get_efficiency(nas_form(a)) for a in archs]
+    np.testing.assert_allclose(mean, est.predict(archs), rtol=1e-12)
+    assert [SPACE.parse_row(nas_form(a)) for a in archs] == SPACE.to_indices(archs).tolist()
+
+
 def test_predictor_cache_is_bounded_and_helps_rule_is_the_mean(est):
     p = HELPEfficiencyPredictor(est, cache_size=3)
     archs = [nas_form(SPACE.format(r)) for r in SPACE.sample(5, seed=7)]

@@ -5,12 +5,13 @@ from .common import check_output, emit, non_negative_int, spaces
 
 
 def add_parser(sub, common):
-    p = sub.add_parser("adapt", parents=[common["store"], common["timing"]],
+    p = sub.add_parser("adapt", parents=[common["shots"], common["store"], common["timing"]],
                        help="adapt a model to a device from its measurements and save it",
                        description="Reads a tidy CSV/Parquet (space, arch, device, latency_ms) that contains the "
                                    "reference architectures (see 'help-nas references') and any further samples; "
                                    "or a filled manifest of 'help-nas export' (its device; held-out rows are scored); "
-                                   "or, with --device local-cpu, measures them on this machine through the store.")
+                                   "or, with --device local-cpu, measures them (the reference architectures + --shots) on this "
+                                   "machine through the store.")
     p.add_argument("--space", choices=spaces(),
                    help="space of the shipped model (default: the table's space, the --model's, or nasbench201 for "
                         "--device local-cpu)")
@@ -19,8 +20,6 @@ def add_parser(sub, common):
     p.add_argument("--device",
                    help="device name in the table (a manifest's by default), or local-cpu to measure this machine "
                         "(reference archs + --shots)")
-    p.add_argument("--shots", type=non_negative_int, default=10,
-                   help="local-cpu: random archs measured besides the references")
     p.add_argument("--out", required=True, help="output .safetensors path of the adapted estimator")
     p.set_defaults(run=run)
 
@@ -48,7 +47,7 @@ def run(args) -> int:
         space = model.space.name if model is not None else args.space or "nasbench201"
         device = TorchEagerDevice(space, threads=args.threads)
         est = adapt_on_device(space, device, MeasurementStore(args.store), shots=args.shots, seed=args.seed,
-                              progress=True, estimator=model)
+                              progress=True, estimator=model, shot_selection=args.shot_selection)
         est.save(args.out)
         emit({"space": est.space.name, "device": device.device_id, "measurements": est.n_measurements,
               "model": args.out}, None)

@@ -32,6 +32,9 @@ def add_parser(sub, common):
                         "help+); options as METHOD:KEY=VALUE[:KEY=VALUE], e.g. help+:ensemble=1 for an ablation row")
     p.add_argument("--protocol", choices=["disjoint", "help"], default="disjoint",
                    help="disjoint: score all held-out archs; help: HELP's 800 archs in the 10-90%% latency range")
+    p.add_argument("--shot-selection", choices=["random", "design"], default="random",
+                   help="random: the protocol's random shots (default); design: methods that can choose their shots "
+                        "(help+) pick them by the greedy I-optimal design among the held-out archs")
     p.add_argument("--out", help="JSON path (default results/benchmark_SPLIT_PROTOCOL.json)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.set_defaults(run=run)
@@ -55,7 +58,7 @@ def run(args) -> int:
     check_output(str(out), make_folder=True)
     seeds = list(range(args.seeds))
     result = run_benchmark(split, methods=args.methods, shots=args.shots, seeds=seeds, protocol=args.protocol,
-                           progress=not args.quiet)
+                           progress=not args.quiet, shot_selection=args.shot_selection)
     print(f"\n## {split} ({result.space}), protocol {args.protocol}, {len(seeds)} seed(s): Spearman rho per test device\n")
     print(result.table())
     save_result(result, out)

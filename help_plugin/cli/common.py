@@ -77,7 +77,14 @@ def parents() -> dict[str, argparse.ArgumentParser]:
     timing = argparse.ArgumentParser(add_help=False)
     timing.add_argument("--threads", type=positive_int, default=1, help="inference threads (default 1)")
     timing.add_argument("--seed", type=int, default=0, help="seed of the sampled architectures (default 0)")
-    return {"quiet": quiet, "store": store, "out": out, "timing": timing}
+
+    shots = argparse.ArgumentParser(add_help=False)
+    shots.add_argument("--shots", type=non_negative_int, default=10,
+                       help="architectures measured besides the model's references (default 10)")
+    shots.add_argument("--shot-selection", choices=["design", "random"], default="design",
+                       help="design (default): the shots the model learns most from (help+'s greedy I-optimal design, "
+                            "chosen by leave-one-device-out validation); random: drawn at random")
+    return {"quiet": quiet, "store": store, "out": out, "timing": timing, "shots": shots}
 
 
 def check_output(path: str | None, option: str = "--out", make_folder: bool = False, folder: bool = False) -> None:

@@ -17,7 +17,8 @@ from .common import (
 
 
 def add_parser(sub, common):
-    p = sub.add_parser("search", parents=[common["store"], common["timing"], common["out"], common["quiet"]],
+    p = sub.add_parser("search", parents=[common["shots"], common["store"], common["timing"], common["out"],
+                                          common["quiet"]],
                        help="latency-constrained evolutionary search on this machine",
                        description="Adapts the shipped model to this CPU (reference archs + K shots, measured through "
                                    "the store, so a second run measures nothing) unless --model is given, re-times the "
@@ -33,7 +34,6 @@ def add_parser(sub, common):
     p.add_argument("--space", choices=measurable_spaces(), default="nasbench201")
     p.add_argument("--latency-ms", type=positive_float, required=True, help="latency limit in ms")
     p.add_argument("--model", help="an already adapted estimator for this machine")
-    p.add_argument("--shots", type=non_negative_int, default=10)
     p.add_argument("--cycles", type=positive_int, default=60, help="evolution cycles (default 60)")
     p.add_argument("--verify-top", type=positive_int, default=4,
                    help="best-scoring candidates measured before picking the winner (default 4)")
@@ -67,7 +67,7 @@ def run(args) -> int:
                              "or omit --model")
     else:
         est = adapt_on_device(args.space, device, MeasurementStore(args.store), shots=args.shots, seed=args.seed,
-                              progress=not args.quiet)
+                              progress=not args.quiet, shot_selection=args.shot_selection)
     search = VerifiedSearch(est, device, synflow_proposer(est.space, cycles=args.cycles, seed=args.seed,
                                                           progress=not args.quiet),
                             objective=SYNFLOW, verify_top=args.verify_top, budget_use=args.budget_use,

@@ -53,6 +53,10 @@ def method_factories() -> dict[str, Callable[..., LatencyEstimator]]:
     return {**{m: _help_factory(m) for m in METHODS}, **BASELINES}
 
 
+#: How the benchmark picks each device's shots (see :func:`run_benchmark`).
+SHOT_SELECTIONS = ("random", "design")
+
+
 def arch_split(data: LatencyDataset, seed: int, meta_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """(meta-training rows incl. the reference rows, evaluation rows), disjoint."""
     rng = np.random.default_rng(seed)
@@ -175,8 +179,13 @@ class BenchmarkResult:
 def run_benchmark(split: str | DeviceSplit, methods: Sequence[str] = ("help+",), shots: Sequence[int] = (10,),
                   seeds: Sequence[int] = (0, 1, 2, 3, 4), protocol: str = "disjoint",
                   data: LatencyDataset | None = None, meta_fraction: float = 0.5,
-                  progress: bool = False) -> BenchmarkResult:
-    """Run the protocol for ``methods`` on ``split``; see the module docstring."""
+                  progress: bool = False, shot_selection: str = "random") -> BenchmarkResult:
+    """Run the protocol for ``methods`` on ``split``; see the module docstring. ``shot_selection``: ``"random"``
+    (the protocol's draws) or ``"design"`` (methods that can choose their shots,
+    :meth:`~help_plugin.predictors.HELPEstimator.select_shots`, choose them among the evaluation archs; their rows
+    are labelled "(designed shots)"; the others still draw them)."""
+    if shot_selection not in SHOT_SELECTIONS:
+        raise ValueError(f"unknown shot_selection {shot_selection!r}; use one of {list(SHOT_SELECTIONS)}")
     split_name = split if isinstance(split, str) else "custom"
     split = get_split(split) if isinstance(split, str) else split
     data = data if data is not None else load_help_data(split.space)
@@ -203,28 +212,29 @@ def run_benchmark(split: str | DeviceSplit, methods: Sequence[str] = ("help+",),
                 est.meta_fit(data, split.train, split.valid, arch_rows=meta_rows, progress=progress)
             meta_seconds = time.perf_counter() - t0
             n_shots_override = getattr(est, "default_shots", None)
+            designed = shot_selection == "design" and getattr(est, "selects_shots", False)
+            label = f"{method} (designed shots)" if designed else method
             for dev in split.test:
                 lat = data.latency(dev)
                 ok = eval_rows[np.isfinite(lat[eval_rows])]
                 # a method that needs many samples (the GCN: 900) runs once, at its own count
                 many = n_shots_override is not None and n_shots_override > max(shots)
                 for k in ([n_shots_override] if many else shots):
-                    k_used = k
-                    rng = np.random.default_rng([seed, split.test.index(dev), k_used])
-                    picked = rng.choice(ok, size=k_used, replace=False)
+                    rng = np.random.default_rng([seed, split.test.index(dev), k])
+                    picked = ok[est.select_shots(data.archs[ok], k)] if designed else rng.choice(ok, size=k, replace=False)
                     scored = scored_rows(lat, np.setdiff1d(ok, picked), protocol, rng)
                     fit_rows = np.concatenate([ref, picked])
                     t0 = time.perf_counter()
                     est.fit(data.archs[fit_rows], lat[fit_rows])
                     adapt_seconds = time.perf_counter() - t0
                     pred = est.predict(data.archs[scored])
-                    row = {"method": method, "seed": seed, "device": dev, "shots": k,
+                    row = {"method": label, "seed": seed, "device": dev, "shots": k,
                            "measurements": est.n_measurements, "adapt_seconds": adapt_seconds,
                            "n_scored": int(len(scored)), **metrics(pred, lat[scored]), "ceiling": ceilings[dev]}
                     row["share_of_ceiling"] = row["spearman"] / row["ceiling"]
                     result.runs.append(row)
                     log.info("%s seed %d %s K=%d: rho %.4f", method, seed, dev, k, row["spearman"])
-            result.costs.append({"method": method, "seed": seed, "meta_train_seconds": meta_seconds,
+            result.costs.append({"method": label, "seed": seed, "meta_train_seconds": meta_seconds,
                                  "throughput": throughput(est)})
     return result
 

@@ -1,7 +1,7 @@
 """Latency constraints on recorded devices: coverage of the calibrated bounds, adversarial picks, meta-calibration.
 
 The protocol (used by ``benchmarks/meta_calibration.py`` and ``benchmarks/constraints.py``): a device with
-recorded latencies is adapted to with its reference architectures plus ``shots`` random others
+recorded latencies is adapted to with its reference architectures plus ``shots`` others, random or designed
 (:func:`simulate_adaptation`); every other recorded architecture is a query whose latency is known.
 
 * Coverage of a bound: the share of queries whose latency is at most the bound.
@@ -67,12 +67,22 @@ class Adaptation:
 
 
 def simulate_adaptation(estimator: HELPEstimator, data: LatencyDataset, device: str, seed: int, shots: int = 10,
-                        with_std: bool = False) -> Adaptation:
-    """Adapt ``estimator`` to ``device`` on its reference rows + ``shots`` random rows (``seed``) and predict
-    every row of ``data``."""
+                        with_std: bool = False, shot_selection: str = "random") -> Adaptation:
+    """Adapt ``estimator`` to ``device`` on its reference rows + ``shots`` rows and predict every row of ``data``.
+
+    ``shot_selection``: ``"random"``: drawn at random (``seed``); ``"design"``:
+    :meth:`~help_plugin.predictors.HELPEstimator.select_shots` among a random half (``seed``) of the device's
+    recorded rows, so that seeds differ as they do in ``help-nas benchmark``."""
     lat = data.latency(device)
     rest = np.setdiff1d(np.flatnonzero(np.isfinite(lat)), data.reference_rows)
-    shot_rows = np.random.default_rng(seed).choice(rest, shots, replace=False)
+    rng = np.random.default_rng(seed)
+    if shot_selection == "design":
+        half = np.sort(rng.permutation(rest)[:len(rest) // 2])
+        shot_rows = half[estimator.select_shots(data.archs[half], shots)]
+    elif shot_selection == "random":
+        shot_rows = rng.choice(rest, shots, replace=False)
+    else:
+        raise ValueError(f"unknown shot_selection {shot_selection!r}; use 'random' or 'design'")
     estimator.adapt(lat[data.reference_rows], data.archs[shot_rows], lat[shot_rows])
     log_pred, log_width = estimator.calibration().log_prediction(data.archs)
     mean = std = None

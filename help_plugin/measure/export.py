@@ -26,24 +26,6 @@ MANIFEST_COLUMNS = ("space", "arch", "device", "role", "file", "input_shape", "l
 ROLES = ("reference", "shot", "holdout")
 
 
-def _distinct_samples(space, n: int, seed: int, taken: set[str]) -> np.ndarray:
-    """``n`` random architectures whose canonical keys are not in ``taken`` (which grows by them)."""
-    out: list[np.ndarray] = []
-    rng_seed = seed
-    while len(out) < n:
-        for row in space.sample(4 * (n - len(out)) + 8, rng_seed):
-            key = space.canonical(row)
-            if key not in taken:
-                taken.add(key)
-                out.append(row)
-                if len(out) == n:
-                    break
-        rng_seed += 1_000_003
-        if rng_seed - seed > 50 * 1_000_003:
-            raise ValueError(f"could not draw {n} distinct {space.name} architectures")
-    return np.stack(out) if out else np.zeros((0, space.arch_length), dtype=np.int64)
-
-
 def input_shapes(inputs) -> str:
     """``x0:1x3x32x32`` (``;``-separated for several inputs; non-float32 inputs get ``:dtype``)."""
     parts = []
@@ -81,14 +63,14 @@ def export_network(space: Any, arch: Any, path: str | Path, batch_size: int = 1,
 
 def export_archs(space: Any = None, out_dir: str | Path = "export", shots: int = 10, holdout: int = 0,
                  batch_size: int = 1, seed: int = 0, device: str = "my-device", estimator=None,
-                 progress: bool = False) -> Path:
+                 progress: bool = False, shot_selection: str = "design") -> Path:
     """Write the networks a device must time as ONNX files, ``manifest.csv`` and ``README.txt`` in ``out_dir``.
 
     Args:
         space: search space of the shipped model (ignored when ``estimator`` is given).
         out_dir: output folder (created; it must not hold a manifest already, so that no filled-in
             manifest is overwritten).
-        shots: random architectures to adapt on, besides the reference architectures.
+        shots: architectures to adapt on, besides the reference architectures.
         holdout: random architectures (distinct from the others) to score the adapted model on.
         batch_size: the static batch dimension of every input.
         seed: seed of the sampled architectures and of the random weights: the network of manifest row
@@ -97,12 +79,15 @@ def export_archs(space: Any = None, out_dir: str | Path = "export", shots: int =
         device: the ``device`` column (the name the device's measurements go by).
         estimator: a :class:`~help_plugin.predictors.HELPEstimator` whose reference architectures are
             exported (default: the shipped model of ``space``).
+        shot_selection: ``"design"`` (default): the shots the model learns most from
+            (:func:`~help_plugin.predictors.shot_design.choose_shots`); ``"random"``: drawn at random.
     Returns:
         the manifest's path.
     """
     from tqdm.auto import tqdm
 
     from ..predictors import HELPEstimator
+    from ..predictors.shot_design import choose_shots
 
     for name, value, low in (("shots", shots, 0), ("holdout", holdout, 0), ("batch_size", batch_size, 1)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
@@ -120,9 +105,9 @@ def export_archs(space: Any = None, out_dir: str | Path = "export", shots: int =
     out.mkdir(parents=True, exist_ok=True)
 
     refs = est.reference_indices
-    taken = {sp.canonical(r) for r in refs}
-    groups = [("reference", refs), ("shot", _distinct_samples(sp, shots, seed, taken)),
-              ("holdout", _distinct_samples(sp, holdout, seed + 1, taken))]
+    shot_idx = choose_shots(est, shots, seed, shot_selection)
+    taken = {sp.canonical(r) for r in np.concatenate([refs, shot_idx])}
+    groups = [("reference", refs), ("shot", shot_idx), ("holdout", sp.sample_distinct(holdout, seed + 1, taken))]
     rows = []
     total = sum(len(g) for _, g in groups)
     bar = tqdm(total=total, desc=f"exporting {sp.name} to ONNX", disable=not progress)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import math
 from typing import Callable
 
 import numpy as np
@@ -66,6 +67,26 @@ class PredictionCache:
 
     def __len__(self) -> int:
         return len(self._ms)
+
+    def one(self, row, predict_one: Callable[[np.ndarray], float] | None = None) -> float:
+        """ms of one valid index row ``[arch_length]`` (array or list, e.g. ``space.parse_row(arch)``), cached like
+        :meth:`__call__`'s; an uncached one is predicted
+        by ``predict_one(canonical row [arch_length]) -> ms`` (default: ``predict_fn`` on a batch of one), the
+        cheaper path for a search's single queries."""
+        canon = np.asarray(self.space.canonical_row(row), dtype=np.int64)
+        key = canon.tobytes()
+        self.queries += 1
+        ms = self._ms.get(key)
+        if ms is not None:
+            self.hits += 1
+            return ms
+        ms = float(predict_one(canon)) if predict_one is not None else float(self.predict_fn(canon[None])[0])
+        self.calls += 1
+        self.archs += 1
+        if not math.isfinite(ms):
+            raise ValueError(f"the estimator predicted {ms} ms for {self.space.format(canon)}")
+        self._ms[key] = ms
+        return ms
 
     def __call__(self, indices: np.ndarray) -> np.ndarray:
         canon = np.ascontiguousarray(self.space.canonical_indices(indices), dtype=np.int64)

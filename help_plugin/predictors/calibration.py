@@ -66,7 +66,8 @@ class MetaCalibration:
     from which the adversarial picks (the largest network under a limit) met the limit in
     ``confidences[k]`` of cases (``None`` where not learned). Other confidences are interpolated linearly
     in normal-quantile units (and extrapolated from the end points). ``measurements``: the adaptation size
-    the constants were learned at; ``info``: how they were derived.
+    the constants were learned at; ``info``: how they were derived; ``designed``: the constants learned for
+    shots chosen by :meth:`~help_plugin.predictors.HELPEstimator.select_shots` (``None``: these serve both).
     """
 
     confidences: list[float]
@@ -74,6 +75,7 @@ class MetaCalibration:
     selection: list[float | None]
     measurements: int
     info: dict = field(default_factory=dict)
+    designed: "MetaCalibration | None" = None
 
     def __post_init__(self):
         if not (len(self.confidences) == len(self.marginal) == len(self.selection) >= 2):
@@ -101,8 +103,14 @@ class MetaCalibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MetaCalibration":
+        designed = cls.from_dict(d["designed"]) if d.get("designed") else None
         return cls(list(d["confidences"]), list(d["marginal"]), list(d["selection"]), int(d["measurements"]),
-                   dict(d.get("info", {})))
+                   dict(d.get("info", {})), designed)
+
+    def for_shots(self, shot_selection: str) -> "MetaCalibration":
+        """The constants for an adaptation whose shots were chosen by ``shot_selection`` (``"random"`` or
+        ``"design"``)."""
+        return self.designed if shot_selection == "design" and self.designed is not None else self
 
 
 #: Where the shipped models' constants live, keyed by method (written by ``benchmarks/meta_calibration.py``).
@@ -130,10 +138,14 @@ class HeldOut:
     ``rows[k]``: the positions (in the fit data) of the measurements model ``k`` did not see (one each for a
     jackknife, a fold each for CV+); ``predict(indices [m, L]) -> (ms of the fitted model [m], ms of each
     held-out model [K, m])``, both at once so that shared work (help+'s basis) is done once.
+    ``predict_one(row) -> (ms of the fitted model, ms of each held-out model [K])``: the same for one valid
+    index row ``[L]``, where the models have a faster path for one (``None``: they do not;
+    :meth:`Calibration.bound_one` is then unavailable).
     """
 
     rows: list[np.ndarray]
     predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+    predict_one: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None
 
 
 class Calibration:
@@ -186,6 +198,25 @@ class Calibration:
     def log_prediction(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(log yhat(x), s * l(x))`` ``[m]`` each: the prediction and the unit the multiplier multiplies."""
         return self._predict(indices)[1:]
+
+    @property
+    def has_bound_one(self) -> bool:
+        """Whether :meth:`bound_one` is available (the held-out models have a path for one architecture)."""
+        return self.held_out.predict_one is not None
+
+    def bound_one(self, row: np.ndarray, confidence: float, selection: bool = False) -> tuple[float, float]:
+        """``(prediction, upper)`` in ms of one valid index row ``[L]``, the bound one-sided at ``confidence``:
+        :meth:`bounds`' values to float rounding, at a fraction of its fixed cost (a search's single queries).
+        Needs :attr:`has_bound_one`."""
+        if self.held_out.predict_one is None:
+            raise ValueError("these held-out models have no path for one architecture: use bounds()")
+        c = self.multiplier(confidence, selection)
+        ms, fold_ms = self.held_out.predict_one(row)
+        fold_log = np.log(np.maximum(fold_ms, self.floor_ms))
+        fold_log -= fold_log.sum() / len(fold_log)
+        spread = math.sqrt(fold_log @ fold_log / len(fold_log))  # np.std, without its fixed cost
+        unit = 1.0 if self._reference_spread is None else max(spread, _TINY_SPREAD) / self._reference_spread
+        return ms, math.exp(math.log(max(ms, self.floor_ms)) + c * self.scale * unit)
 
     def bounds(self, indices: np.ndarray, confidence: float, selection: bool = False
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

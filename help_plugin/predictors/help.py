@@ -17,6 +17,7 @@ from .base import LatencyEstimator, NotFittedError
 from .calibration import HeldOut, MetaCalibration, shipped_constants
 from .learners import METHODS, MetaLearner, make_learner
 from .learners.base import sub_state
+from .shot_design import greedy_design
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ class HELPEstimator(LatencyEstimator):
 
     Fitted attributes (after :meth:`adapt` / :meth:`fit`): ``head_`` (the typed device head),
     ``n_measurements_``, ``reference_latencies_ms_`` ``[n_reference]``, ``shot_indices_``
-    ``[k, arch_length]``, ``shot_latencies_ms_`` ``[k]``, ``adapt_seconds_``.
+    ``[k, arch_length]``, ``shot_latencies_ms_`` ``[k]``, ``adapt_seconds_``, ``shot_selection_``
+    (``"design"`` when any shot was chosen by this estimator's :meth:`select_shots`, else ``"random"``: which
+    meta-calibration constants the bounds use).
 
     Calibrated bounds (:meth:`predict_upper`) come from the learner's leave-one-out heads
     (:meth:`~help_plugin.predictors.learners.MetaLearner.leave_one_out`) with the multipliers of
@@ -168,7 +171,47 @@ class HELPEstimator(LatencyEstimator):
         self.n_measurements_ = len(ref_ms) + len(shot_ms)
         self.reference_latencies_ms_ = ref_ms.copy()  # re-timing them later shows device drift (search.verified)
         self.shot_indices_, self.shot_latencies_ms_ = shot_idx.copy(), shot_ms.copy()  # kept for partial_fit
+        designed = self.__dict__.get("_designed_keys", set())
+        self.shot_selection_ = ("design" if any(r.tobytes() in designed for r in self.space.canonical_indices(shot_idx))
+                                else "random")
         return self
+
+    def select_shots(self, candidates: Any, n: int) -> np.ndarray:
+        """Positions ``[n]`` in ``candidates`` of the ``n`` architectures to measure (besides
+        :attr:`reference_archs`) that teach the head most: a greedy I-optimal design on the model's features
+        (:mod:`~help_plugin.predictors.shot_design`). Needs no measurement; the reference architectures and
+        repeats of a chosen network are never chosen. Only help+ has the features (other methods: draw shots at
+        random).
+
+        ``candidates``: ``[m]`` architectures in any form the space accepts (e.g.
+        :func:`~help_plugin.predictors.shot_design.candidate_indices`).
+
+        Raises ``ValueError`` if fewer than ``n`` distinct candidates are not reference architectures.
+        """
+        learner = self._learner()
+        if not learner.selects_shots:
+            raise ValueError(f"method {self.method!r} cannot choose its shots (help+ can): draw them at random")
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"n must be an int >= 0, got {n!r}")
+        idx = self.space.to_indices(candidates)
+        keys = [r.tobytes() for r in self.space.canonical_indices(idx)]
+        seen = {r.tobytes() for r in self.space.canonical_indices(learner.reference_indices)}
+        available = np.zeros(len(idx), bool)
+        for i, key in enumerate(keys):  # the first of each distinct network, references excluded
+            available[i] = key not in seen
+            seen.add(key)
+        if available.sum() < n:
+            raise ValueError(f"only {int(available.sum())} of the {len(idx)} candidates are distinct and not reference "
+                             f"architectures; cannot choose {n}")
+        chosen = greedy_design(learner.design_features(idx), learner.design_features(learner.reference_indices), n,
+                               available)
+        self.__dict__.setdefault("_designed_keys", set()).update(keys[i] for i in chosen)
+        return chosen
+
+    @property
+    def selects_shots(self) -> bool:
+        """Whether :meth:`select_shots` can choose the shots (help+; other methods draw them at random)."""
+        return self._learner().selects_shots
 
     def partial_fit(self, archs: Any, latencies_ms: Any) -> "HELPEstimator":
         """Adapt again with further measured architectures added to those it was adapted with.
@@ -209,7 +252,7 @@ class HELPEstimator(LatencyEstimator):
 
     def _forget_device(self) -> None:
         for name in ("head_", "n_measurements_", "reference_latencies_ms_", "shot_indices_", "shot_latencies_ms_",
-                     "adapt_seconds_"):
+                     "adapt_seconds_", "shot_selection_"):
             self.__dict__.pop(name, None)
         self._forget_calibration()
 
@@ -220,7 +263,8 @@ class HELPEstimator(LatencyEstimator):
                 np.concatenate([learner.reference_indices, shot_idx]), np.concatenate([ref_ms, shot_ms]))
 
     def _calibration_constants(self) -> MetaCalibration | None:
-        return self._learner().calibration
+        constants = self._learner().calibration
+        return None if constants is None else constants.for_shots(self.shot_selection_)
 
     # ------------------------------------------------------------------ prediction
     def predict(self, archs: Any, return_std: bool = False):
@@ -257,6 +301,7 @@ class HELPEstimator(LatencyEstimator):
         tensors = {f"learner.{k}": v for k, v in learner_tensors.items()}
         if self.is_fitted:
             meta["n_measurements"] = self.n_measurements_
+            meta["shot_selection"] = self.shot_selection_
             tensors["reference_latencies_ms"] = torch.from_numpy(np.asarray(self.reference_latencies_ms_, np.float64))
             tensors["shot_indices"] = torch.from_numpy(np.asarray(self.shot_indices_, np.int64))
             tensors["shot_latencies_ms"] = torch.from_numpy(np.asarray(self.shot_latencies_ms_, np.float64))
@@ -285,6 +330,10 @@ class HELPEstimator(LatencyEstimator):
                 check_same_length(self.shot_indices_, self.shot_latencies_ms_, "shot_indices", "shot_latencies_ms")
             self.head_ = learner_cls.head_class.from_state(sub_state(tensors, "head."))
             self.n_measurements_ = int(meta["n_measurements"])
+            selection = meta.get("shot_selection", "random")  # absent from checkpoints of earlier versions
+            if selection not in ("random", "design"):
+                raise CheckpointError(f"shot_selection must be 'random' or 'design', got {selection!r}")
+            self.shot_selection_ = selection
 
     def _expected_tensors(self, meta, tensors):
         learner = self.meta_model

@@ -48,6 +48,22 @@ def predict_with_bound(estimator: LatencyEstimator, archs: Any, confidence: floa
     return mean, upper
 
 
+def predict_one_with_bound(estimator: LatencyEstimator, row: np.ndarray, confidence: float | None = 0.95,
+                           rule: str = "selection") -> tuple[float, float]:
+    """:func:`predict_with_bound` of one valid index row ``[arch_length]``, as floats, through the estimator's
+    paths for one architecture where it has them (``predict_one``; help+'s held-out heads in one gather)."""
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if confidence is None or rule == "mean":
+        ms = float(estimator.predict_one(row))
+        return ms, ms
+    calibration = estimator.calibration()
+    if calibration.has_bound_one:
+        return calibration.bound_one(row, confidence, selection=rule == "selection")
+    mean, upper = predict_with_bound(estimator, row[None], confidence, rule)
+    return float(mean[0]), float(upper[0])
+
+
 @dataclass(frozen=True)
 class LatencyConstraint:
     """A latency limit and how an estimator's predictions are checked against it.

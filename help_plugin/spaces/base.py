@@ -150,6 +150,24 @@ class SearchSpace(abc.ABC):
         rng = np.random.default_rng(seed)  # row by row, so sample(n) is a prefix of sample(n + m)
         return rng.integers(0, np.asarray(self.choices), size=(n, self.arch_length)).astype(np.int64)
 
+    def sample_distinct(self, n: int, seed: int, taken: set[str]) -> np.ndarray:
+        """``n`` random architectures ``[n, arch_length]`` whose :meth:`canonical` keys are not in ``taken`` (which
+        grows by them)."""
+        out: list[np.ndarray] = []
+        rng_seed = seed
+        while len(out) < n:
+            for row in self.sample(4 * (n - len(out)) + 8, rng_seed):
+                key = self.canonical(row)
+                if key not in taken:
+                    taken.add(key)
+                    out.append(row)
+                    if len(out) == n:
+                        break
+            rng_seed += 1_000_003
+            if rng_seed - seed > 50 * 1_000_003:
+                raise ValueError(f"could not draw {n} distinct {self.name} architectures")
+        return np.stack(out) if out else np.zeros((0, self.arch_length), dtype=np.int64)
+
     # ------------------------------------------------------------------ encodings
     def one_hot(self, indices: np.ndarray) -> np.ndarray:
         """Concatenated one-hot encoding ``[n, sum(choices)]`` (float32)."""
@@ -214,6 +232,16 @@ class SearchSpace(abc.ABC):
         width = max(self.choices)
         fixed = np.full((len(indices), 1), self.arch_length * width)
         return np.concatenate([indices + np.arange(self.arch_length) * width, fixed], axis=1)
+
+    def parse_row(self, arch: Any) -> list[int]:
+        """:meth:`parse` of one architecture as a list of choice indices, validated (a single query's path; spaces
+        may answer it without building arrays)."""
+        return self.to_indices([arch])[0].tolist()
+
+    def row_terms(self, row) -> list[int]:
+        """:meth:`terms` of one valid index row ``[arch_length]`` (array or list; not checked again), as a list: the
+        path of a single query (spaces may answer it in plain Python)."""
+        return self.terms(np.asarray(row, dtype=np.int64)[None])[0].tolist()
 
     def term_tables(self) -> dict[str, np.ndarray]:
         """Per term of :meth:`terms` (computed once): ``"costs"`` ``[n_terms, 4]``, ``"one_hot"``
@@ -289,6 +317,11 @@ class SearchSpace(abc.ABC):
         """Valid index rows ``[n, arch_length]`` with positions that do not change the network set to 0:
         equal rows, equal networks (used as cache keys). Default: the rows themselves."""
         return np.asarray(indices)
+
+    def canonical_row(self, row) -> list[int]:
+        """:meth:`canonical_indices` of one valid index row ``[arch_length]``, as a list (a single query's path;
+        spaces may answer it in plain Python)."""
+        return self.canonical_indices(np.asarray(row, dtype=np.int64)[None])[0].tolist()
 
     @property
     def measurement_settings(self) -> str:

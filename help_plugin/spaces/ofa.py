@@ -35,15 +35,22 @@ _EMPTY_TERM = 20 * len(RESOLUTIONS) * 9
 _CODES = {key: {v: i for i, v in enumerate(values)} for key, values in (("ks", KERNELS), ("e", EXPANDS), ("d", DEPTHS))}
 
 
+#: Each elastic layer's first term (``layer * resolutions * 9``).
+_LAYER_BASE = tuple(layer * len(RESOLUTIONS) * 9 for layer in range(20))
+#: Resolution index -> its index, as a dict (a single query's parse).
+_RESOLUTION_CODES = {r: i for i, r in enumerate(RESOLUTIONS)}
+
+
 def _subnet_terms(row: list[int]) -> list[int]:
-    """:meth:`OFAMobileNetV3.terms` of one index row."""
-    r, n_res, out = row[45], len(RESOLUTIONS), []
+    """:meth:`OFAMobileNetV3.terms` of one index row (the term of layer ``l`` at resolution ``r``, kernel ``k``,
+    expand ``e`` is ``((l * resolutions + r) * 3 + k) * 3 + e``)."""
+    r9, out = 9 * row[45], []
     for stage in range(5):
         depth = DEPTHS[row[40 + stage]]
-        for j in range(4):
-            layer = 4 * stage + j
-            out.append(((layer * n_res + r) * 3 + row[layer]) * 3 + row[20 + layer] if j < depth else _EMPTY_TERM)
-    return out + [_EMPTY_TERM + 1 + 3 * stage + row[40 + stage] for stage in range(5)] + [_EMPTY_TERM + 16 + r]
+        first = 4 * stage
+        out += [_LAYER_BASE[layer] + r9 + 3 * row[layer] + row[20 + layer] for layer in range(first, first + depth)]
+        out += [_EMPTY_TERM] * (4 - depth)
+    return out + [_EMPTY_TERM + 1 + 3 * stage + row[40 + stage] for stage in range(5)] + [_EMPTY_TERM + 16 + row[45]]
 
 
 def make_divisible(v, divisor: int = 8):
@@ -66,6 +73,21 @@ class OFAMobileNetV3(SearchSpace):
     num_classes = NUM_CLASSES
 
     def parse(self, arch: Any) -> np.ndarray:
+        return np.array(self.parse_row(arch), dtype=np.int64)
+
+    def parse_row(self, arch: Any) -> list[int]:
+        if type(arch) is dict and len(arch) == 4:  # a finder's query: its 4 keys read straight into the codes
+            try:
+                r = arch["r"] if "r" in arch else arch["image_size"]
+                if type(r) is list and len(r) == 1:
+                    r = r[0]
+                ks, e, d = arch["ks"], arch["e"], arch["d"]
+                if type(ks) is list and type(e) is list and type(d) is list and len(ks) == len(e) == 20 and len(d) == 5:
+                    codes = _CODES
+                    return ([codes["ks"][v] for v in ks] + [codes["e"][v] for v in e] + [codes["d"][v] for v in d]
+                            + [_RESOLUTION_CODES[r]])
+            except (KeyError, TypeError):  # the full check below names the problem
+                pass
         if isinstance(arch, str):  # the canonical JSON form (tidy tables, store keys)
             import json
 
@@ -102,16 +124,16 @@ class OFAMobileNetV3(SearchSpace):
         if r not in RESOLUTIONS:
             raise ValueError(f"ofa: resolution r = {r!r} is not one of 128, 132, ..., 224")
         out.append(RESOLUTIONS.index(int(r)))
-        return np.array(out, dtype=np.int64)
+        return out
 
     def memo_key(self, arch: Any):
         """An arch dict as a tuple of its items (lists as tuples), so that parsing it is remembered."""
         if not isinstance(arch, dict):
             return None
-        if len(arch) == 4 and "r" in arch:  # the canonical form {"ks", "e", "d", "r"}: its values, tagged (no
-            # sorted-items key below has a string first)
+        if len(arch) == 4 and ("r" in arch or "image_size" in arch):  # {"ks", "e", "d", "r"} (or OFA's finder's
+            # "image_size", which parses the same): its values, tagged (no sorted-items key below has a string first)
             try:
-                ks, e, d, r = arch["ks"], arch["e"], arch["d"], arch["r"]
+                ks, e, d, r = arch["ks"], arch["e"], arch["d"], arch["r"] if "r" in arch else arch["image_size"]
                 if type(ks) is list and type(e) is list and type(d) is list:
                     key = ("ks,e,d,r", tuple(ks), tuple(e), tuple(d), tuple(r) if type(r) is list else r)
                     hash(key)
@@ -168,11 +190,21 @@ class OFAMobileNetV3(SearchSpace):
         each stage's depth, the resolution (with the fixed parts): ``[n, 26]``."""
         idx = self.to_indices(indices)
         if len(idx) == 1:  # one subnet (a finder's query): plain Python is several times faster than numpy here
-            return np.array([_subnet_terms(idx[0].tolist())], dtype=np.int64)
+            return np.array([self.row_terms(idx[0])], dtype=np.int64)
         r = idx[:, 45:]
         layer = ((np.arange(20) * len(RESOLUTIONS) + r) * 3 + idx[:, :20]) * 3 + idx[:, 20:40]
         layer = np.where(self.active_mask(idx), layer, _EMPTY_TERM)
         return np.concatenate([layer, _EMPTY_TERM + 1 + np.arange(5) * 3 + idx[:, 40:45], _EMPTY_TERM + 16 + r], axis=1)
+
+    def canonical_row(self, row) -> list[int]:
+        out = row.tolist() if isinstance(row, np.ndarray) else list(row)
+        for stage in range(5):
+            for layer in range(4 * stage + DEPTHS[out[40 + stage]], 4 * stage + 4):
+                out[layer] = out[20 + layer] = 0
+        return out
+
+    def row_terms(self, row) -> list[int]:
+        return _subnet_terms(row.tolist() if isinstance(row, np.ndarray) else list(row))
 
     def _term_tables(self) -> dict[str, np.ndarray]:
         fixed, layers = _cost_tables()

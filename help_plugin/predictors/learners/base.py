@@ -74,6 +74,8 @@ class MetaLearner(abc.ABC):
     head_class: ClassVar[type[DeviceHead]] = DeviceHead
     #: Whether :meth:`predict` can return a predictive standard deviation.
     has_std: ClassVar[bool] = False
+    #: Whether :meth:`design_features` exists (the estimator can choose which architectures to measure).
+    selects_shots: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace, config: LearnerConfig | None = None):
         self.space = space
@@ -123,6 +125,12 @@ class MetaLearner(abc.ABC):
     def predict_tensor(self, head: DeviceHead, probs: torch.Tensor) -> torch.Tensor:
         """Differentiable latency (ms) ``[n]`` from relaxed choices ``probs`` ``[n, arch_length, max_choice]``."""
         raise NotImplementedError(f"method {self.method!r} has no differentiable prediction")
+
+    def design_features(self, indices: np.ndarray) -> np.ndarray:
+        """Features ``[n, P]`` of ``indices`` on which a device head is linear, for choosing which architectures to
+        measure (:func:`~help_plugin.predictors.shot_design.greedy_design`); learners with them set
+        :attr:`selects_shots`."""
+        raise NotImplementedError(f"method {self.method!r} has no features to choose shots by")
 
     def leave_one_out(self, head: DeviceHead, reference_ms: np.ndarray, shot_idx: np.ndarray,
                       shot_ms: np.ndarray) -> HeldOut:

@@ -99,6 +99,7 @@ class PoolBasisLearner(MetaLearner):
     config_class = PoolBasisConfig
     head_class = GroupRidgeHead
     has_std = True
+    selects_shots = True
 
     def __init__(self, space, config: PoolBasisConfig | None = None):
         super().__init__(space, config)
@@ -107,7 +108,8 @@ class PoolBasisLearner(MetaLearner):
         self.lut: np.ndarray | None = None  # [sum(choices) + 1, n_pool]: per-choice ms, then the constant
         self.nets: list[PoolLatencyNet] = []
         self._tables: dict = {}  # group (or tuple of groups) -> its table per term (_term_table, _summed_table)
-        self._arch_rows: dict = {}  # memo key of an architecture -> its row of a compiled table (predict_one)
+        self._arch_rows: dict = {}  # memo key of an architecture -> its row of an enumerated table (predict_one)
+        self._arch_terms: dict = {}  # memo key of an architecture -> its terms (predict_one, held-out bounds)
 
     # -------------------------------------------------------------- meta-training
     def _meta_fit(self, data, train_devices, valid_devices, rows, progress) -> None:
@@ -270,6 +272,10 @@ class PoolBasisLearner(MetaLearner):
             cols.append(x)
         return xp.cat(cols, 1) if xp is torch else np.concatenate(cols, 1)
 
+    def design_features(self, indices: np.ndarray) -> np.ndarray:
+        """Every group's features for the identity link (the link the shot design was chosen with)."""
+        return self._design(self.features(indices), log_link=False)
+
     def _active(self, head: GroupRidgeHead) -> tuple[str, ...]:
         """The groups with weight in ``head`` (the only ones its predictions need)."""
         return tuple(g for g in self.groups if (head.strength[self._columns(g)] > 0).any())
@@ -311,19 +317,27 @@ class PoolBasisLearner(MetaLearner):
         if compiled is None:
             return super().predict_one(head, arch)
         kind, values, const = head.__dict__.get("_scalar") or self._scalar(head, compiled)
-        key = arch if type(arch) is str else self.space.memo_key(arch)
-        row = self._arch_rows.get(key) if key is not None else None
-        if row is None:
-            indices = self.space.to_indices([arch])  # validates
-            row = int(indices[0] @ compiled[2]) if kind == "every" else self.space.terms(indices)[0].tolist()
-            if key is not None:
-                if len(self._arch_rows) >= PARSE_MEMO_SIZE:
-                    self._arch_rows.clear()
-                self._arch_rows[key] = row
+        memo = self._arch_rows if kind == "every" else self._arch_terms
+        found = memo.get(arch) if type(arch) is str else None  # the hot path: a string seen before
         if kind == "every":
-            return values[row]
-        t = sum(map(values.__getitem__, row), const)
+            return values[self._memo(memo, arch, lambda idx: int(idx[0] @ compiled[2])) if found is None else found]
+        terms = self._memo(memo, arch, lambda idx: self.space.row_terms(idx[0])) if found is None else found
+        t = sum(map(values.__getitem__, terms), const)
         return t if t >= head.floor else float(head.ms(np.array([t]))[0])
+
+    def _memo(self, memo: dict, arch, compute):
+        """``compute(index row [1, L])`` of ``arch``, remembered in ``memo`` per memo key
+        (:meth:`~help_plugin.spaces.SearchSpace.memo_key`); forms without a key (an index row) are computed
+        every time."""
+        key = arch if type(arch) is str else self.space.memo_key(arch)
+        value = memo.get(key) if key is not None else None
+        if value is None:
+            value = compute(self.space.to_indices(arch[None] if isinstance(arch, np.ndarray) else [arch]))  # validates
+            if key is not None:
+                if len(memo) >= PARSE_MEMO_SIZE:
+                    memo.clear()
+                memo[key] = value
+        return value
 
     def _scalar(self, head: GroupRidgeHead, compiled) -> tuple[str, list, float]:
         """The compiled table as Python floats, for :meth:`predict_one` (built once per head)."""
@@ -408,7 +422,51 @@ class PoolBasisLearner(MetaLearner):
             ms = np.where(log_link[:, None], positive(t, True, 0.0), positive(t, False, floors[:, None]))
             return self.predict(head, indices), ms
 
-        return HeldOut([np.array([i]) for i in range(len(heads))], predict)
+        return HeldOut([np.array([i]) for i in range(len(heads))], predict, self._row_predictor((head, *heads)))
+
+    def _row_predictor(self, heads: tuple[GroupRidgeHead, ...]):
+        """``row [L] -> (ms of heads[0], ms of the others [K], in no fixed order)`` for one valid index row,
+        through one table gather for all heads, where their groups are all sums over the space's terms (else
+        ``None``): the identity-link heads folded into per-term columns, beside the features the log-link heads
+        transform (as :meth:`_term_predictor` does for many rows)."""
+        groups = tuple(g for g in self.groups if any(g in self._active(h) for h in heads))
+        if not groups or any(self._term_table(g) is None for g in groups):
+            return None
+        log_link = np.array([h.log_link for h in heads])
+        weights, offsets = np.stack([h.weights for h in heads]), np.array([h.offset for h in heads])
+        identity, log_rows = np.flatnonzero(~log_link), np.flatnonzero(log_link)
+        order = np.concatenate([identity, log_rows])
+        first = int(np.flatnonzero(order == 0)[0])  # where heads[0] lands in the output order
+        floors = np.array([heads[i].floor for i in identity])
+        table, const = self._summed_table(groups)
+        columns = np.concatenate([self._columns(g) for g in groups])
+        w_log, off_log = weights[log_rows][:, columns].T, offsets[log_rows]
+        folded, folded_const = self._fold(groups, weights[identity], offsets[identity])
+        gather = np.ascontiguousarray(np.concatenate([folded, table], 1) if len(log_rows) else folded)
+        gather_const = np.concatenate([folded_const, const]) if len(log_rows) else folded_const
+        kinds = np.concatenate([[GROUPS[g]] * self.widths()[g] for g in groups])
+        # the log link's transform as log(max(x + shift, low)): log1p(x) for costs (>= 0), log(max(x, 1e-6)) for ms
+        shift, low = (kinds == "log1p").astype(np.float64), np.where(kinds == "log1p", 0.0, 1e-6)
+        as_is = np.flatnonzero([k is None for k in kinds])  # columns the log link takes as they are
+        n_id = len(identity)
+
+        def predict_one(row) -> tuple[float, np.ndarray]:
+            x = gather[self.space.row_terms(row)].sum(0)
+            x += gather_const
+            t = x[:n_id]
+            if (t < floors).any():
+                t = positive(t, False, floors)
+            if len(log_rows):
+                f = x[n_id:]
+                design = np.log(np.maximum(f + shift, low))
+                if len(as_is):
+                    design[as_is] = f[as_is]
+                t = np.concatenate([t, np.exp(np.minimum(design @ w_log + off_log, 700.0))])  # positive(), log link
+            full = float(t[first])
+            t[first] = t[0]  # heads[0] out, the others in t[1:]
+            return full, t[1:]
+
+        return predict_one
 
     def _term_predictor(self, groups: tuple[str, ...], weights: np.ndarray, offsets: np.ndarray,
                         log_link: np.ndarray):
