@@ -252,7 +252,7 @@ class HELPEstimator(LatencyEstimator):
 
     def _forget_device(self) -> None:
         for name in ("head_", "n_measurements_", "reference_latencies_ms_", "shot_indices_", "shot_latencies_ms_",
-                     "adapt_seconds_", "shot_selection_"):
+                     "adapt_seconds_", "shot_selection_", "_designed_keys"):
             self.__dict__.pop(name, None)
         self._forget_calibration()
 
