@@ -160,7 +160,9 @@ def test_steady_heap_stops_page_faults_between_sessions():
         out[steady] = (settings, [int(f) for f in faults.rstrip("]").split(",")])
     assert "heap=steady" in out["1"][0] and "heap=steady" not in out["0"][0]
     assert max(out["1"][1][1:]) < 1000, out
-    assert sum(out["0"][1]) > 10 * sum(out["1"][1]), out
+    # the sessions after the first (the first of either allocates the heap: its count varies run to run, so a
+    # ratio over all sessions failed once at 9.2x)
+    assert sum(out["0"][1][1:]) > 10 * sum(out["1"][1][1:]), out
 
 
 NB201_ARCHS = [f"|nor_conv_3x3~0|+|{a}~0|none~1|+|none~0|none~1|none~2|" for a in
