@@ -68,10 +68,9 @@ class PredictionCache:
     def __len__(self) -> int:
         return len(self._ms)
 
-    def one(self, row, predict_one: Callable[[np.ndarray], float] | None = None) -> float:
+    def one(self, row, predict_one: Callable[[np.ndarray], float]) -> float:
         """ms of one valid index row ``[arch_length]`` (array or list, e.g. ``space.parse_row(arch)``), cached like
-        :meth:`__call__`'s; an uncached one is predicted
-        by ``predict_one(canonical row [arch_length]) -> ms`` (default: ``predict_fn`` on a batch of one), the
+        :meth:`__call__`'s; an uncached one is predicted by ``predict_one(canonical row [arch_length]) -> ms``, the
         cheaper path for a search's single queries."""
         canon = np.asarray(self.space.canonical_row(row), dtype=np.int64)
         key = canon.tobytes()
@@ -80,7 +79,7 @@ class PredictionCache:
         if ms is not None:
             self.hits += 1
             return ms
-        ms = float(predict_one(canon)) if predict_one is not None else float(self.predict_fn(canon[None])[0])
+        ms = float(predict_one(canon))
         self.calls += 1
         self.archs += 1
         if not math.isfinite(ms):

@@ -212,11 +212,10 @@ class Calibration:
             raise ValueError("these held-out models have no path for one architecture: use bounds()")
         c = self.multiplier(confidence, selection)
         ms, fold_ms = self.held_out.predict_one(row)
-        fold_log = np.log(np.maximum(fold_ms, self.floor_ms))
+        fold_log = self._log(fold_ms)
         fold_log -= fold_log.sum() / len(fold_log)
         spread = math.sqrt(fold_log @ fold_log / len(fold_log))  # np.std, without its fixed cost
-        unit = 1.0 if self._reference_spread is None else max(spread, _TINY_SPREAD) / self._reference_spread
-        return ms, math.exp(math.log(max(ms, self.floor_ms)) + c * self.scale * unit)
+        return ms, math.exp(math.log(max(ms, self.floor_ms)) + c * self.scale * float(self._normaliser(spread)))
 
     def bounds(self, indices: np.ndarray, confidence: float, selection: bool = False
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,8 +12,8 @@ and updates ``M`` by Sherman-Morrison. The measured architectures (the reference
 
 Chosen by leave-one-device-out on the pools, never a test device (issue 14; ``benchmarks/lodo.py --selection``):
 the identity-link features (MACs, params, memory, kernels, op-type costs, the pool LUTs' ms) at ``a = 1`` beat
-random shots at 15 and 20 measurements on NAS-Bench-201 and FBNet; the log-link features and ``a = 0.1`` or ``10``
-did less well.
+random shots at 15 and 20 measurements on NAS-Bench-201 and FBNet. A prototype of the same validation (not kept)
+found the log-link features and ``a = 0.1`` or ``10`` less good.
 """
 from __future__ import annotations
 
@@ -27,17 +27,13 @@ log = logging.getLogger(__name__)
 STRENGTH = 1.0
 #: Candidates drawn from a space too large to enumerate (:func:`candidate_indices`).
 CANDIDATES = 20_000
-#: Spaces of at most this many architectures offer every architecture as a candidate.
-ENUMERATE_MAX = 1 << 16
 
 
 def candidate_indices(space, seed: int = 0, n: int = CANDIDATES) -> np.ndarray:
-    """Index rows ``[m, arch_length]`` to choose shots from: every architecture of a space of at most
-    :data:`ENUMERATE_MAX`, else ``n`` drawn uniformly at random with ``seed``."""
-    size = int(np.prod(np.asarray(space.choices, dtype=np.float64)))
-    if size <= ENUMERATE_MAX:
-        return np.stack(np.unravel_index(np.arange(size), space.choices), 1).astype(np.int64)
-    return space.sample(n, seed)
+    """Index rows ``[m, arch_length]`` to choose shots from: every architecture of a space that can be enumerated
+    (:meth:`~help_plugin.spaces.SearchSpace.every_index`), else ``n`` drawn uniformly at random with ``seed``."""
+    every = space.every_index()
+    return every if every is not None else space.sample(n, seed)
 
 
 def greedy_design(candidates: np.ndarray, measured: np.ndarray, n: int, available: np.ndarray | None = None,

@@ -11,6 +11,7 @@ registers it with :func:`help_plugin.spaces.register`.
 from __future__ import annotations
 
 import abc
+import math
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -20,6 +21,8 @@ COST_FEATURES = ("flops", "params", "memory", "kernels")
 #: Parsed architectures :meth:`SearchSpace.to_indices` remembers per space instance (then it starts afresh;
 #: up to ~1 kB each for dict forms).
 PARSE_MEMO_SIZE = 100_000
+#: Spaces of at most this many architectures can be enumerated (:meth:`SearchSpace.every_index`).
+ENUMERABLE = 1 << 16
 
 
 class SearchSpace(abc.ABC):
@@ -149,6 +152,14 @@ class SearchSpace(abc.ABC):
         """``n`` architectures drawn uniformly at random, as indices ``[n, arch_length]``."""
         rng = np.random.default_rng(seed)  # row by row, so sample(n) is a prefix of sample(n + m)
         return rng.integers(0, np.asarray(self.choices), size=(n, self.arch_length)).astype(np.int64)
+
+    def every_index(self) -> np.ndarray | None:
+        """Every architecture's index row ``[N, arch_length]`` in row-major order (row ``i`` is architecture
+        ``i``), for a space of at most :data:`ENUMERABLE` architectures (NAS-Bench-201's 15,625); else ``None``."""
+        size = math.prod(self.choices)
+        if size > ENUMERABLE:
+            return None
+        return np.stack(np.unravel_index(np.arange(size), self.choices), 1).astype(np.int64)
 
     def sample_distinct(self, n: int, seed: int, taken: set[str]) -> np.ndarray:
         """``n`` random architectures ``[n, arch_length]`` whose :meth:`canonical` keys are not in ``taken`` (which
