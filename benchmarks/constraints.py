@@ -1,11 +1,12 @@
 """Do latency limits hold on the device? Calibrated bounds and the selection-aware constraint on HELP's test devices.
 
-    python benchmarks/constraints.py            # ~3 min on 2 vCPUs
+    python benchmarks/constraints.py            # ~30 s on 2 vCPUs
     python benchmarks/constraints.py --tables   # also HELP Table 4 (metad2a_table4.py) and Table 5 (ofa_table5.py)
 
 The shipped help+ model of each space is adapted to each of its split's test devices with the 10 reference
-archs + 10 random others (20 measurements; ``--seeds`` draws), and every other recorded architecture of the
-device is a query with known latency (:mod:`help_plugin.evaluation.constraints`). Three rules:
+archs + 10 others chosen by ``HELPEstimator.select_shots`` among a random half of the device's archs (the
+product's default; ``--shot-selection random``: drawn at random), 20 measurements, ``--seeds`` draws; every
+other recorded architecture of the device is a query with known latency (:mod:`help_plugin.evaluation.constraints`). Three rules:
 
 * ``calibrated``: the leave-one-out bound with the shipped meta-calibration constants
   (``help_plugin/pretrained/calibration.json``): the marginal bound for coverage, the selection-aware one
@@ -17,9 +18,9 @@ Reported per space and test device: coverage of the 90 % and 95 % bounds (mean o
 the median bound / prediction at 95 %, and the adversarial picks (the largest-MACs and the largest-params
 architecture whose 95 % bound is under a limit at the 10/30/50/70/90th percentile of the device's
 latencies, over all queries; the first ``--pick-seeds`` seeds): how many meet the limit, and their objective
-over the best truly feasible one. Writes ``results/constraints.json``, ``results/constraints_coverage.png``
-(coverage vs nominal confidence) and ``results/constraints_hits.png`` (picks meeting the limit vs the limit's
-percentile).
+over the best truly feasible one. Writes ``--out`` (``results/constraints.json``) and beside it
+``constraints_coverage.png`` (coverage vs nominal confidence) and ``constraints_hits.png`` (picks meeting the
+limit vs the limit's percentile), named after ``--out``.
 """
 from __future__ import annotations
 
@@ -93,8 +94,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5, help="adaptations per device (default 5)")
     p.add_argument("--pick-seeds", type=int, default=3, help="of which used for the adversarial picks (default 3)")
     p.add_argument("--shots", type=int, default=10)
-    p.add_argument("--shot-selection", choices=["random", "design"], default="random",
-                   help="how the shots are chosen (design: HELPEstimator.select_shots among a random half; default random)")
+    p.add_argument("--shot-selection", choices=["design", "random"], default="design",
+                   help="how the shots are chosen: HELPEstimator.select_shots among a random half of the device's "
+                        "archs (the product's default) or at random; default design")
     p.add_argument("--tables", action="store_true", help="also run benchmarks/metad2a_table4.py and ofa_table5.py")
     p.add_argument("--out", type=Path, default=Path("results/constraints.json"))
     args = p.parse_args()
@@ -152,8 +154,8 @@ def main() -> None:
     try:
         from help_plugin.evaluation.plots import coverage_vs_nominal, hit_rate_vs_limit
 
-        coverage_vs_nominal(report["coverage_vs_nominal"], args.out.with_name("constraints_coverage.png"))
-        hit_rate_vs_limit(report["hits_vs_limit"], args.out.with_name("constraints_hits.png"))
+        coverage_vs_nominal(report["coverage_vs_nominal"], args.out.with_name(args.out.stem + "_coverage.png"))
+        hit_rate_vs_limit(report["hits_vs_limit"], args.out.with_name(args.out.stem + "_hits.png"))
     except ImportError:
         print("matplotlib missing: no plots")
 

@@ -4,8 +4,9 @@
     python benchmarks/metad2a_table4.py --shortlist 0   # compare every feasible candidate instead
 
 For each unseen device (HELP's recorded latencies are the oracle) and seed: the shipped help+ model
-is adapted with the 10 reference architectures + 10 random others (neither among the 500 candidates),
-i.e. 20 target-device measurements. From MetaD2A's 500 CIFAR-100 candidates
+is adapted with the 10 reference architectures + 10 others (neither among the 500 candidates), chosen by
+``HELPEstimator.select_shots`` among a random half of them (``--shot-selection random``: drawn at random, HELP's
+protocol), i.e. 20 target-device measurements. From MetaD2A's 500 CIFAR-100 candidates
 (``nasbench201/arch_generated_by_metad2a.txt``, in MetaD2A's score order, with their NAS-Bench-201
 CIFAR-100 accuracy) it picks an architecture for each constraint twice: HELP's way (prediction <=
 constraint, ``select(confidence=None)``) and with the default, the selection-aware bound at 95 %
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from help_plugin.evaluation.constraints import choose_shot_rows
 from help_plugin.integrations.metad2a import (
     HELP_SHORTLIST,
     NoFeasibleArchitecture,
@@ -84,6 +86,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--shots", type=int, default=10, help="measured architectures besides the 10 references")
+    p.add_argument("--shot-selection", choices=["design", "random"], default="design",
+                   help="shots chosen by HELPEstimator.select_shots among a random half of the others (the product's "
+                        "default) or drawn at random (HELP's protocol); default design")
     p.add_argument("--confidence", type=float, default=0.95, help="of the bound compared with the limit")
     p.add_argument("--shortlist", type=int, default=HELP_SHORTLIST, help="HELP's rule: 3; 0 = all feasible")
     p.add_argument("--out", type=Path, default=Path("results/metad2a_table4.json"))
@@ -113,7 +118,7 @@ def main() -> None:
             oracle[(device, const)] = None if i is None else {"position": i, "true_ms": float(true[i]),
                                                                "accuracy": float(accuracy[i])}
         for seed in range(args.seeds):
-            few = np.random.default_rng(seed).choice(pool, args.shots, replace=False)
+            few = choose_shot_rows(est, data, pool, args.shots, seed, args.shot_selection)
             with torch_threads(1):
                 est.adapt(lat[data.reference_rows], data.archs[few], lat[few])
             for const in constraints:
@@ -157,7 +162,7 @@ def main() -> None:
         return "-" if v is None else f.format(v)
 
     print(f"MetaD2A candidates: {len(cands)} (generated in {gen_seconds:.0f} s); help+ adapted with "
-          f"{summary[0]['measurements']} measurements per device; {args.seeds} seeds; rule: first "
+          f"{summary[0]['measurements']} measurements per device ({args.shot_selection} shots); {args.seeds} seeds; rule: first "
           f"{shortlist or 'all'} feasible in MetaD2A order, most accurate\n")
     print("| device | const ms | rule | met | true ms mean / max | pred ms | acc % | oracle ms / acc "
           "| paper ms / acc | README ms / acc | published pick: true ms in data |")
@@ -184,7 +189,7 @@ def main() -> None:
         "command": "python benchmarks/metad2a_table4.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
         "estimator": "help+ (HELPEstimator.pretrained('nasbench201'))", "shots": args.shots,
-        "shortlist": shortlist, "confidences": list(confidences), "seeds": args.seeds,
+        "shot_selection": args.shot_selection, "shortlist": shortlist, "confidences": list(confidences), "seeds": args.seeds,
         "candidates": len(cands), "candidate_generation_seconds": gen_seconds,
         "accuracy_source": "arch_generated_by_metad2a.txt (NAS-Bench-201 CIFAR-100 accuracy, as HELP's code uses)",
         "seconds": time.perf_counter() - t_start, "summary": summary, "records": records}, indent=1))

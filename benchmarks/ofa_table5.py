@@ -5,7 +5,8 @@
     python benchmarks/ofa_table5.py --local              # also: this CPU as the unseen device (~2 min more)
 
 The shipped help+ OFA model (meta-trained without titan_rtx_64) is adapted to titan_rtx_64 with its 10
-reference architectures + 10 random ones, i.e. 20 measurements, against the ~27k a layer-wise lookup
+reference architectures + 10 others (``HELPEstimator.select_shots`` among a random half of its recorded subnets;
+``--shot-selection random``: drawn at random), i.e. 20 measurements, against the ~27k a layer-wise lookup
 table needs on this space (HELP paper, Sec. 4.2: ProxylessNAS built its LUT from 5k samples for 42
 unique blocks; OFA's MobileNetV3 supernet has 225, so 5k x 225 / 42 ~ 27k; Table 5 lists 27k for
 OFA + layer-wise predictor). Accuracy: OFA's accuracy predictor if ``--acc-weights`` names its weights
@@ -63,6 +64,7 @@ from help_plugin.integrations.ofa_search import (
 from help_plugin import HELPEstimator, load_help_data
 from help_plugin.data import default_data_dir
 from help_plugin.evaluation import metrics
+from help_plugin.evaluation.constraints import choose_shot_rows
 from help_plugin.predictors import torch_threads
 from help_plugin.predictors.baselines import FLOPsEstimator, ScratchMLPEstimator
 from help_plugin.search import predict_with_bound
@@ -269,6 +271,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="winners timed per search (search_and_measure)")
     p.add_argument("--finders", type=lambda s: s.split(","), default=["nas", "tutorial"])
     p.add_argument("--shots", type=int, default=10, help="measured architectures besides the 10 references")
+    p.add_argument("--shot-selection", choices=["design", "random"], default="design",
+                   help="titan_rtx_64's shots: chosen by HELPEstimator.select_shots among a random half of its "
+                        "recorded subnets (the product's default) or drawn at random (HELP's protocol); default design")
     p.add_argument("--population", type=int, default=100)
     p.add_argument("--generations", type=int, default=100, help="the finders' max_time_budget (OFA/HELP: 500)")
     p.add_argument("--acc-weights", default=None, help="OFA accuracy-predictor weights file (else the FLOPs proxy)")
@@ -286,11 +291,11 @@ def main() -> None:
 
     data = load_help_data("ofa")
     lat = data.latency(args.device)
-    rng = np.random.default_rng(args.seed)
-    shots = rng.choice(np.setdiff1d(np.arange(len(data)), data.reference_rows), args.shots, replace=False)
+    est = HELPEstimator.pretrained("ofa")
+    shots = choose_shot_rows(est, data, np.setdiff1d(np.arange(len(data)), data.reference_rows), args.shots,
+                             args.seed, args.shot_selection)
     measured_rows = np.concatenate([data.reference_rows, shots])
-
-    est = HELPEstimator.pretrained("ofa").adapt(lat[data.reference_rows], data.archs[shots], lat[shots])
+    est.adapt(lat[data.reference_rows], data.archs[shots], lat[shots])
     pool_devices = list(est.meta_model.pool_devices)
     if args.device in pool_devices:
         raise SystemExit(f"{args.device} is in the shipped model's device pool {pool_devices}: not an unseen device")

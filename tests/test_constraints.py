@@ -81,6 +81,10 @@ def test_adversarial_picks_and_multipliers_on_a_toy_device():
     assert limit == 3.0 and found.all() and met.all() and ratio[0, 0] == 1.0 and ratio[1, 0] == 0.5
     met, _, _ = adversarial_picks(a, pred, macs, percentiles=(30,))  # limit 2.5: row 2 (3.0 ms) breaks it
     assert not met[0, 0]
+    ties = Adaptation("toy", "d", 0, np.array([0]), np.array([1.0, 3.3998600000000003, 3.399860000000001, 5.0]),
+                      np.log([1.0, 3.0, 3.0, 5.0]), np.full(4, 0.1))  # one recorded value, two float roundings
+    met, _, found = adversarial_picks(ties, ties.log_pred, np.arange(4.0), percentiles=(34,))
+    assert found.all() and met.all()  # the pick (row 2) has the limit's latency: it meets it
     assert coverage(a, pred + 0.1 * 3) == pytest.approx(1.0) and coverage(a, pred) == pytest.approx(0.8)
     grid = np.arange(0.0, 3.0, 0.5)
     assert smallest_multiplier([np.array([0.0, 0.5, 0.9, 0.96, 0.94, 0.97])], grid, 0.95) == 2.5
