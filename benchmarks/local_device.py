@@ -25,7 +25,7 @@ import numpy as np
 from help_plugin import HELPEstimator, get_split, load_help_data
 from help_plugin.evaluation import metrics
 from help_plugin.measure import TorchEagerDevice
-from help_plugin.search import VerifiedSearch, synflow_proposer
+from help_plugin.search import NoFeasibleArchitecture, VerifiedSearch, synflow_proposer
 from help_plugin.search.verified import SYNFLOW
 from help_plugin.predictors.baselines import ClosestDeviceEstimator, FLOPsEstimator
 from help_plugin.predictors.shot_design import choose_shots
@@ -81,7 +81,11 @@ def main() -> None:
                 # calibrated by re-timing est's reference archs
                 search = VerifiedSearch(est, device, synflow_proposer(est.space, seed=s), objective=SYNFLOW,
                                         budget_use=budget_use)
-                searches.append({"budget_use": budget_use, **search.run(limit).to_dict()})
+                try:
+                    searches.append({"budget_use": budget_use, "found": True, **search.run(limit).to_dict()})
+                except NoFeasibleArchitecture as e:  # nothing provably under the limit: no winner to measure
+                    searches.append({"budget_use": budget_use, "found": False, "latency_limit_ms": limit,
+                                     "reason": str(e)})
     report = {"space": args.space, "device": device.device_id, "batch_size": args.batch_size, "threads": args.threads,
               "measurements_used": est.n_measurements, "held_out": int(len(ms[test])),
               "retest_rho": measured.retest_rho, "measure_seconds": measured.seconds, "adapt_seconds": adapt_s,
@@ -99,12 +103,16 @@ def main() -> None:
         print(f"| {name} | {m['spearman']:.3f} | {100 * m['spearman'] / measured.retest_rho:.1f} % | "
               f"{m['kendall']:.3f} | {m['mape']:.1f} |")
     for budget_use in dict.fromkeys(s["budget_use"] for s in searches):
-        runs = [s for s in searches if s["budget_use"] == budget_use]
+        tried = [s for s in searches if s["budget_use"] == budget_use]
+        runs = [s for s in tried if s["found"]]
         met = sum(s["constraint_met"] for s in runs)
         tight = sum(0.9 * s["latency_limit_ms"] <= s["measured_ms"] <= s["latency_limit_ms"] for s in runs)
-        print(f"\nsearch (budget_use={budget_use}): {len(runs)} runs over limits "
-              f"{sorted({s['latency_limit_ms'] for s in runs})} ms; re-measured winner met the limit in "
+        print(f"\nsearch (budget_use={budget_use}): {len(tried)} runs over limits "
+              f"{sorted({s['latency_limit_ms'] for s in tried})} ms; re-measured winner met the limit in "
               f"{met}/{len(runs)}, within 10 % below it in {tight}/{len(runs)}")
+        for s in tried:
+            if not s["found"]:
+                print(f"  {s['latency_limit_ms']:.2f} ms: no winner, {s['reason']}")
         print("| limit ms | last search window ms (predicted) | attempts | predicted ms | measured ms | met | within 10 % | "
               "device speed vs adaptation, before / typical / at re-measure |\n|---|---|---|---|---|---|---|---|")
         for s in runs:

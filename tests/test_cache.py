@@ -18,6 +18,12 @@ def test_cache_batches_misses_and_shares_entries_of_equal_networks():
     np.testing.assert_allclose(out[:4], ofa.cost_features(archs)[:, 0] / 1e6)
     np.testing.assert_array_equal(cache(archs[::-1]), out[:4][::-1])
     assert calls == [4] and cache.hits == 4
+    singles = []  # a search's single queries share the batched entries (and the other way round)
+    one = lambda row: singles.append(list(row)) or float(ofa.cost_features(np.asarray(row)[None])[0, 0] / 1e6)
+    assert cache.one(ofa.parse_row(ofa.format(same_net[0])), one) == out[0] and not singles
+    fresh = ofa.sample(1, seed=9)[0]
+    first = cache.one(fresh.tolist(), one)
+    assert singles == [ofa.canonical_row(fresh)] and cache(fresh[None])[0] == first and calls == [4]
 
 
 def test_cache_rejects_non_finite_predictions_naming_the_arch():

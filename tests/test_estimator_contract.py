@@ -97,6 +97,7 @@ def test_clone_then_fit_predicts_exactly_the_same(name, estimators, fbnet):
     assert isinstance(pred, np.ndarray) and pred.dtype == np.float64 and pred.shape == (len(new),)
     assert np.isfinite(pred).all() and fitted.n_measurements == len(ms)
     assert fitted.predict_one(new[0]) == pytest.approx(pred[0], rel=1e-6)
+    assert fitted.predict_row(fitted.space.to_indices(new[:1])[0]) == pytest.approx(pred[0], rel=1e-6)
 
 
 @pytest.mark.parametrize("name", list(FACTORIES))

@@ -59,6 +59,7 @@ def test_tables_predict_what_the_features_predict(space, links, request):
         kinds.add(None if compiled is None else compiled[0])
         np.testing.assert_allclose(est.predict(archs), learner._predict_features(head, archs), rtol=1e-9)
         np.testing.assert_allclose(est.predict_one(archs[7]), learner._predict_features(head, archs[7:8])[0], rtol=1e-9)
+        np.testing.assert_allclose(est.predict_row(archs[7]), learner._predict_features(head, archs[7:8])[0], rtol=1e-9)
     if space == "nasbench201":
         assert kinds == {"every"}
     elif links == ["identity"]:

@@ -127,6 +127,12 @@ class LatencyEstimator(abc.ABC):
         """Latency in ms of a single architecture."""
         return float(self.predict([arch])[0])
 
+    def predict_row(self, row: np.ndarray) -> float:
+        """Latency in ms of one index row ``[arch_length]`` (array or list) already checked valid (e.g. by
+        :meth:`~help_plugin.spaces.SearchSpace.parse_row`): a search's single query, without validating it again
+        where the estimator has a faster path (help+)."""
+        return float(self.predict(np.asarray(row)[None])[0])
+
     @property
     def n_measurements(self) -> int:
         return int(getattr(self, "n_measurements_", None) or 0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import math
+import struct
 from typing import Callable
 
 import numpy as np
@@ -56,6 +57,7 @@ class PredictionCache:
 
     def __init__(self, space: SearchSpace, predict_fn: Callable[[np.ndarray], np.ndarray], size: int = 100_000):
         self.space, self.predict_fn = space, predict_fn
+        self._row_key = struct.Struct(f"{space.arch_length}q").pack  # a list's key: its int64 row's bytes
         self._ms = LRU(size)
         self.size = self._ms.size
         self.clear()
@@ -68,12 +70,12 @@ class PredictionCache:
     def __len__(self) -> int:
         return len(self._ms)
 
-    def one(self, row, predict_one: Callable[[np.ndarray], float]) -> float:
+    def one(self, row, predict_one: Callable[[list], float]) -> float:
         """ms of one valid index row ``[arch_length]`` (array or list, e.g. ``space.parse_row(arch)``), cached like
-        :meth:`__call__`'s; an uncached one is predicted by ``predict_one(canonical row [arch_length]) -> ms``, the
-        cheaper path for a search's single queries."""
-        canon = np.asarray(self.space.canonical_row(row), dtype=np.int64)
-        key = canon.tobytes()
+        :meth:`__call__`'s; an uncached one is predicted by ``predict_one(canonical row, a list [arch_length])
+        -> ms``, the cheaper path for a search's single queries."""
+        canon = self.space.canonical_row(row)
+        key = self._row_key(*canon)  # == np.int64 row.tobytes(), __call__'s key
         self.queries += 1
         ms = self._ms.get(key)
         if ms is not None:
@@ -83,7 +85,7 @@ class PredictionCache:
         self.calls += 1
         self.archs += 1
         if not math.isfinite(ms):
-            raise ValueError(f"the estimator predicted {ms} ms for {self.space.format(canon)}")
+            raise ValueError(f"the estimator predicted {ms} ms for {self.space.format(np.asarray(canon))}")
         self._ms[key] = ms
         return ms
 

@@ -281,6 +281,12 @@ class HELPEstimator(LatencyEstimator):
         self._check_fitted()
         return self._learner().predict_one(self.head_, arch)
 
+    def predict_row(self, row: np.ndarray) -> float:
+        """Latency in ms of one valid index row ``[arch_length]`` (array or list), not checked again (a search's
+        single query)."""
+        self._check_fitted()
+        return self._learner().predict_row(self.head_, row)
+
     def predict_tensor(self, probs: torch.Tensor) -> torch.Tensor:
         """Differentiable latency (ms) from relaxed choices ``probs`` ``[n, arch_length, max_choice]``.
 

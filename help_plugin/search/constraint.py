@@ -50,17 +50,17 @@ def predict_with_bound(estimator: LatencyEstimator, archs: Any, confidence: floa
 
 def predict_one_with_bound(estimator: LatencyEstimator, row: np.ndarray, confidence: float | None = 0.95,
                            rule: str = "selection") -> tuple[float, float]:
-    """:func:`predict_with_bound` of one valid index row ``[arch_length]``, as floats, through the estimator's
+    """:func:`predict_with_bound` of one valid index row ``[arch_length]`` (array or list), as floats, through the estimator's
     paths for one architecture where it has them (``predict_one``; help+'s held-out heads in one gather)."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     if confidence is None or rule == "mean":
-        ms = float(estimator.predict_one(row))
+        ms = float(estimator.predict_row(row))
         return ms, ms
     calibration = estimator.calibration()
     if calibration.has_bound_one:
         return calibration.bound_one(row, confidence, selection=rule == "selection")
-    mean, upper = predict_with_bound(estimator, row[None], confidence, rule)
+    mean, upper = predict_with_bound(estimator, np.asarray(row)[None], confidence, rule)
     return float(mean[0]), float(upper[0])
 
 

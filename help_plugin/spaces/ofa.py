@@ -204,7 +204,7 @@ class OFAMobileNetV3(SearchSpace):
         return out
 
     def row_terms(self, row) -> list[int]:
-        return _subnet_terms(row.tolist() if isinstance(row, np.ndarray) else list(row))
+        return _subnet_terms(row.tolist() if isinstance(row, np.ndarray) else row)  # only read
 
     def _term_tables(self) -> dict[str, np.ndarray]:
         fixed, layers = _cost_tables()

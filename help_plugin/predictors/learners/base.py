@@ -122,6 +122,10 @@ class MetaLearner(abc.ABC):
         than :meth:`predict` on a batch of one)."""
         return float(self.predict(head, self.space.to_indices([arch]))[0])
 
+    def predict_row(self, head: DeviceHead, row: np.ndarray) -> float:
+        """Latency in ms of one valid index row ``[arch_length]`` (not checked again)."""
+        return float(self.predict(head, np.asarray(row)[None])[0])
+
     def predict_tensor(self, head: DeviceHead, probs: torch.Tensor) -> torch.Tensor:
         """Differentiable latency (ms) ``[n]`` from relaxed choices ``probs`` ``[n, arch_length, max_choice]``."""
         raise NotImplementedError(f"method {self.method!r} has no differentiable prediction")

@@ -322,6 +322,20 @@ class PoolBasisLearner(MetaLearner):
                 if len(self._arch_rows) >= PARSE_MEMO_SIZE:
                     self._arch_rows.clear()
                 self._arch_rows[key] = row
+        return self._scalar_sum(head, kind, values, const, row)
+
+    def predict_row(self, head: GroupRidgeHead, row: np.ndarray) -> float:
+        """:meth:`predict_one` of a valid index row, through the compiled table without the parse or its memo."""
+        compiled = self._compiled(head)
+        if compiled is None:
+            return super().predict_row(head, row)
+        kind, values, const = head.__dict__.get("_scalar") or self._scalar(head, compiled)
+        return self._scalar_sum(head, kind, values, const,
+                                int(np.asarray(row) @ compiled[2]) if kind == "every" else self.space.row_terms(row))
+
+    @staticmethod
+    def _scalar_sum(head: GroupRidgeHead, kind: str, values: list, const: float, row) -> float:
+        """The compiled table's value at ``row`` (a position in the enumerated space, or the arch's terms)."""
         if kind == "every":
             return values[row]
         t = sum(map(values.__getitem__, row), const)
@@ -439,7 +453,7 @@ class PoolBasisLearner(MetaLearner):
         n_id = len(identity)
 
         def predict_one(row) -> tuple[float, np.ndarray]:
-            x = gather[self.space.row_terms(row)].sum(0)
+            x = np.add.reduce(gather[self.space.row_terms(row)])  # ndarray.sum without its Python wrapper
             x += gather_const
             t = x[:n_id]
             if (t < floors).any():
