@@ -445,22 +445,24 @@ class PoolBasisLearner(MetaLearner):
         w_log, off_log = weights[log_rows][:, columns].T, offsets[log_rows]
         folded, folded_const = self._fold(groups, weights[identity], offsets[identity])
         gather = np.ascontiguousarray(np.concatenate([folded, table], 1) if len(log_rows) else folded)
-        gather_const = np.concatenate([folded_const, const]) if len(log_rows) else folded_const
         kinds = np.concatenate([[GROUPS[g]] * self.widths()[g] for g in groups])
-        # the log link's transform as log(max(x + shift, low)): log1p(x) for costs (>= 0), log(max(x, 1e-6)) for ms
+        # the log link's transform as log(max(x + shift, low)): log1p(x) for costs (>= 0), log(max(x, 1e-6)) for ms;
+        # the shift goes into the gathered constant (it is 0 on the columns taken as they are)
         shift, low = (kinds == "log1p").astype(np.float64), np.where(kinds == "log1p", 0.0, 1e-6)
+        gather_const = np.concatenate([folded_const, const + shift]) if len(log_rows) else folded_const
         as_is = np.flatnonzero([k is None for k in kinds])  # columns the log link takes as they are
         n_id = len(identity)
 
         def predict_one(row) -> tuple[float, np.ndarray]:
-            x = np.add.reduce(gather[self.space.row_terms(row)])  # ndarray.sum without its Python wrapper
+            terms = self.space.row_terms(row)  # a list: numpy indexes by an array of it faster than by the list
+            x = np.add.reduce(gather.take(np.fromiter(terms, np.intp, len(terms)), 0))
             x += gather_const
             t = x[:n_id]
             if (t < floors).any():
                 t = positive(t, False, floors)
             if len(log_rows):
                 f = x[n_id:]
-                design = np.log(np.maximum(f + shift, low))
+                design = np.log(np.maximum(f, low))
                 if len(as_is):
                     design[as_is] = f[as_is]
                 t = np.concatenate([t, np.exp(np.minimum(design @ w_log + off_log, 700.0))])  # positive(), log link
