@@ -199,6 +199,8 @@ def test_costs_and_one_hot_are_sums_over_terms(name):
         return
     tables, terms = sp.term_tables(), sp.terms(idx)
     np.testing.assert_array_equal(np.concatenate([sp.terms(idx[i:i + 1]) for i in range(50)]), terms[:50])  # one row
+    for i in range(50):  # a single query's terms (any order: only their sum is used)
+        assert sorted(sp.row_terms(idx[i])) == sorted(terms[i].tolist())
     np.testing.assert_allclose(tables["costs"][terms].sum(1), sp.cost_features(idx), rtol=1e-12)
     np.testing.assert_array_equal(tables["one_hot"][terms].sum(1), sp.one_hot(idx))
     if "detail" in tables:

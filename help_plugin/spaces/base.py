@@ -250,8 +250,8 @@ class SearchSpace(abc.ABC):
         return self.to_indices([arch])[0].tolist()
 
     def row_terms(self, row) -> list[int]:
-        """:meth:`terms` of one valid index row ``[arch_length]`` (array or list; not checked again), as a list: the
-        path of a single query (spaces may answer it in plain Python)."""
+        """:meth:`terms` of one valid index row ``[arch_length]`` (array or list; not checked again), as a list in any
+        order (only their sum is used): the path of a single query (spaces may answer it in plain Python)."""
         return self.terms(np.asarray(row, dtype=np.int64)[None])[0].tolist()
 
     def term_tables(self) -> dict[str, np.ndarray]:

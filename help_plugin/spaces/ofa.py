@@ -12,6 +12,7 @@ Index layout: 20 kernel indices, 20 expand indices, 5 depth indices, 1 resolutio
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 from typing import Any
 
@@ -41,16 +42,22 @@ _LAYER_BASE = tuple(layer * len(RESOLUTIONS) * 9 for layer in range(20))
 _RESOLUTION_CODES = {r: i for i, r in enumerate(RESOLUTIONS)}
 
 
+#: Depth codes of the 5 stages -> (the active layers, the inactive layers' terms, the 5 depth terms): a single
+#: query's terms without a loop over the stages.
+_BY_DEPTHS = {codes: (tuple(layer for stage, c in enumerate(codes) for layer in range(4 * stage, 4 * stage + DEPTHS[c])),
+                      [_EMPTY_TERM] * (20 - sum(DEPTHS[c] for c in codes)),
+                      [_EMPTY_TERM + 1 + 3 * stage + c for stage, c in enumerate(codes)])
+              for codes in itertools.product(range(len(DEPTHS)), repeat=5)}
+
+
 def _subnet_terms(row: list[int]) -> list[int]:
-    """:meth:`OFAMobileNetV3.terms` of one index row (the term of layer ``l`` at resolution ``r``, kernel ``k``,
-    expand ``e`` is ``((l * resolutions + r) * 3 + k) * 3 + e``)."""
-    r9, out = 9 * row[45], []
-    for stage in range(5):
-        depth = DEPTHS[row[40 + stage]]
-        first = 4 * stage
-        out += [_LAYER_BASE[layer] + r9 + 3 * row[layer] + row[20 + layer] for layer in range(first, first + depth)]
-        out += [_EMPTY_TERM] * (4 - depth)
-    return out + [_EMPTY_TERM + 1 + 3 * stage + row[40 + stage] for stage in range(5)] + [_EMPTY_TERM + 16 + row[45]]
+    """:meth:`OFAMobileNetV3.terms` of one index row, in another order (the active layers first; only their sum
+    matters). The term of layer ``l`` at resolution ``r``, kernel ``k``, expand ``e`` is
+    ``((l * resolutions + r) * 3 + k) * 3 + e``."""
+    layers, inactive, depth_terms = _BY_DEPTHS[tuple(row[40:45])]
+    r9 = 9 * row[45]
+    return ([_LAYER_BASE[layer] + r9 + 3 * row[layer] + row[20 + layer] for layer in layers] + inactive + depth_terms
+            + [_EMPTY_TERM + 16 + row[45]])
 
 
 def make_divisible(v, divisor: int = 8):
@@ -189,8 +196,6 @@ class OFAMobileNetV3(SearchSpace):
         """Each elastic layer at the subnet's resolution with its kernel and expand (an empty term when inactive),
         each stage's depth, the resolution (with the fixed parts): ``[n, 26]``."""
         idx = self.to_indices(indices)
-        if len(idx) == 1:  # one subnet (a finder's query): plain Python is several times faster than numpy here
-            return np.array([self.row_terms(idx[0])], dtype=np.int64)
         r = idx[:, 45:]
         layer = ((np.arange(20) * len(RESOLUTIONS) + r) * 3 + idx[:, :20]) * 3 + idx[:, 20:40]
         layer = np.where(self.active_mask(idx), layer, _EMPTY_TERM)
