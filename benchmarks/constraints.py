@@ -45,6 +45,7 @@ from scipy.stats import norm
 
 from help_plugin import HELPEstimator, get_split, load_help_data
 from help_plugin.predictors import torch_threads
+from help_plugin.predictors.shot_design import SELECTIONS
 
 RULES = ("calibrated", "mean", "mean+z*std")
 NOMINAL = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99)
@@ -94,7 +95,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5, help="adaptations per device (default 5)")
     p.add_argument("--pick-seeds", type=int, default=3, help="of which used for the adversarial picks (default 3)")
     p.add_argument("--shots", type=int, default=10)
-    p.add_argument("--shot-selection", choices=["design", "random"], default="design",
+    p.add_argument("--shot-selection", choices=SELECTIONS, default="design",
                    help="how the shots are chosen: HELPEstimator.select_shots among a random half of the device's "
                         "archs (the product's default) or at random; default design")
     p.add_argument("--tables", action="store_true", help="also run benchmarks/metad2a_table4.py and ofa_table5.py")

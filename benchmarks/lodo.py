@@ -24,6 +24,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from help_plugin import HELPEstimator, get_split, load_help_data
+from help_plugin.predictors.shot_design import SELECTIONS
 from help_plugin.evaluation.benchmark import parse_method_spec
 from help_plugin.predictors import torch_threads
 from help_plugin.predictors.baselines import FLOPsEstimator
@@ -62,7 +63,7 @@ def main() -> None:
         raise SystemExit(f"{sorted(set(targets) & set(pool))} are pool devices")
     variants = parse_variants(args.variants)
     selections = args.selection.split(",")
-    if not selections or not set(selections) <= {"random", "design"}:
+    if not selections or not set(selections) <= set(SELECTIONS):
         raise SystemExit(f"--selection takes random and/or design, got {args.selection!r}")
     shots = [int(k) for k in args.shots.split(",")]
     label = (lambda v, s: f"{v} ({s})") if len(selections) > 1 else (lambda v, s: v)

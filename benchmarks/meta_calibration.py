@@ -51,6 +51,7 @@ from help_plugin.evaluation.constraints import (
 
 from help_plugin import HELPEstimator, get_split, load_help_data
 from help_plugin.predictors import torch_threads
+from help_plugin.predictors.shot_design import SELECTIONS
 from help_plugin.predictors.calibration import SHIPPED_CONSTANTS, MetaCalibration
 from help_plugin.predictors.help import PRETRAINED_DIR
 
@@ -114,7 +115,7 @@ def main() -> None:
     p.add_argument("--method", default="help+")
     p.add_argument("--spaces", default="nasbench201,fbnet,ofa")
     p.add_argument("--shots", type=int, default=10, help="measured archs besides the references (default 10)")
-    p.add_argument("--shot-selection", choices=["random", "design"], default="random",
+    p.add_argument("--shot-selection", choices=SELECTIONS, default="random",
                    help="how the shots are chosen (design: HELPEstimator.select_shots among a random half; default random)")
     p.add_argument("--seeds", type=int, default=10, help="adaptations per device for c(q) (default 10)")
     p.add_argument("--selection-seeds", type=int, default=3, help="of which used for c_sel(q) (default 3)")

@@ -40,6 +40,7 @@ from help_plugin.integrations.metad2a import (
 from help_plugin import HELPEstimator, load_help_data
 from help_plugin.data import default_data_dir
 from help_plugin.predictors import torch_threads
+from help_plugin.predictors.shot_design import SELECTIONS
 from help_plugin.search.constraint import describe_rule
 
 #: Constraints (ms) and (latency ms, accuracy %) reported by HELP's GitHub README, Table 4 (all five devices).
@@ -86,7 +87,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--shots", type=int, default=10, help="measured architectures besides the 10 references")
-    p.add_argument("--shot-selection", choices=["design", "random"], default="design",
+    p.add_argument("--shot-selection", choices=SELECTIONS, default="design",
                    help="shots chosen by HELPEstimator.select_shots among a random half of the others (the product's "
                         "default) or drawn at random (HELP's protocol); default design")
     p.add_argument("--confidence", type=float, default=0.95, help="of the bound compared with the limit")

@@ -66,6 +66,7 @@ from help_plugin.data import default_data_dir
 from help_plugin.evaluation import metrics
 from help_plugin.evaluation.constraints import choose_shot_rows
 from help_plugin.predictors import torch_threads
+from help_plugin.predictors.shot_design import SELECTIONS
 from help_plugin.predictors.baselines import FLOPsEstimator, ScratchMLPEstimator
 from help_plugin.search import predict_with_bound
 from help_plugin.search.constraint import describe_rule
@@ -271,7 +272,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="winners timed per search (search_and_measure)")
     p.add_argument("--finders", type=lambda s: s.split(","), default=["nas", "tutorial"])
     p.add_argument("--shots", type=int, default=10, help="measured architectures besides the 10 references")
-    p.add_argument("--shot-selection", choices=["design", "random"], default="design",
+    p.add_argument("--shot-selection", choices=SELECTIONS, default="design",
                    help="titan_rtx_64's shots: chosen by HELPEstimator.select_shots among a random half of its "
                         "recorded subnets (the product's default) or drawn at random (HELP's protocol); default design")
     p.add_argument("--population", type=int, default=100)

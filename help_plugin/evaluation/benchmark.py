@@ -21,6 +21,7 @@ import numpy as np
 
 from ..data import DeviceSplit, LatencyDataset, get_split, load_help_data
 from ..predictors import BASELINES, METHODS, HELPEstimator, LatencyEstimator
+from ..predictors.shot_design import SELECTIONS
 from .metrics import data_ceiling, metrics
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,6 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
 def method_factories() -> dict[str, Callable[..., LatencyEstimator]]:
     """Every method the benchmark knows: HELP variants and the baselines, ``factory(space, **options)``."""
     return {**{m: _help_factory(m) for m in METHODS}, **BASELINES}
-
-
-#: How the benchmark picks each device's shots (see :func:`run_benchmark`).
-SHOT_SELECTIONS = ("random", "design")
 
 
 def arch_split(data: LatencyDataset, seed: int, meta_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -184,8 +181,8 @@ def run_benchmark(split: str | DeviceSplit, methods: Sequence[str] = ("help+",),
     (the protocol's draws) or ``"design"`` (methods that can choose their shots,
     :meth:`~help_plugin.predictors.HELPEstimator.select_shots`, choose them among the evaluation archs; their rows
     are labelled "(designed shots)"; the others still draw them)."""
-    if shot_selection not in SHOT_SELECTIONS:
-        raise ValueError(f"unknown shot_selection {shot_selection!r}; use one of {list(SHOT_SELECTIONS)}")
+    if shot_selection not in SELECTIONS:
+        raise ValueError(f"unknown shot_selection {shot_selection!r}; use one of {list(SELECTIONS)}")
     split_name = split if isinstance(split, str) else "custom"
     split = get_split(split) if isinstance(split, str) else split
     data = data if data is not None else load_help_data(split.space)

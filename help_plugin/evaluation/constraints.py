@@ -23,6 +23,7 @@ import numpy as np
 
 from ..data import LatencyDataset
 from ..predictors import HELPEstimator
+from ..predictors.shot_design import SELECTIONS
 
 #: Limits of the adversarial picks: percentiles of the device's recorded latencies.
 PERCENTILES = (10, 30, 50, 70, 90)
@@ -81,7 +82,7 @@ def choose_shot_rows(estimator: HELPEstimator, data: LatencyDataset, rows: np.nd
         return half[estimator.select_shots(data.archs[half], shots)]
     if shot_selection == "random":
         return rng.choice(rows, shots, replace=False)
-    raise ValueError(f"unknown shot_selection {shot_selection!r}; use 'random' or 'design'")
+    raise ValueError(f"unknown shot_selection {shot_selection!r}; use one of {list(SELECTIONS)}")
 
 
 def simulate_adaptation(estimator: HELPEstimator, data: LatencyDataset, device: str, seed: int, shots: int = 10,

@@ -215,9 +215,7 @@ class Calibration:
         fold_log = self._log(fold_ms)
         fold_log -= np.add.reduce(fold_log) / len(fold_log)
         spread = math.sqrt(fold_log @ fold_log / len(fold_log))  # np.std, without its fixed cost
-        ref = self._reference_spread  # _normaliser, on a float
-        unit = 1.0 if ref is None else max(spread, _TINY_SPREAD) / ref
-        return ms, math.exp(math.log(max(ms, self.floor_ms)) + c * self.scale * unit)
+        return ms, math.exp(math.log(max(ms, self.floor_ms)) + c * self.scale * float(self._normaliser(spread)))
 
     def bounds(self, indices: np.ndarray, confidence: float, selection: bool = False
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from .base import LatencyEstimator, NotFittedError
 from .calibration import HeldOut, MetaCalibration, shipped_constants
 from .learners import METHODS, MetaLearner, make_learner
 from .learners.base import sub_state
-from .shot_design import greedy_design
+from .shot_design import SELECTIONS, greedy_design
 
 log = logging.getLogger(__name__)
 
@@ -337,8 +337,8 @@ class HELPEstimator(LatencyEstimator):
             self.head_ = learner_cls.head_class.from_state(sub_state(tensors, "head."))
             self.n_measurements_ = int(meta["n_measurements"])
             selection = meta.get("shot_selection", "random")  # absent from checkpoints of earlier versions
-            if selection not in ("random", "design"):
-                raise CheckpointError(f"shot_selection must be 'random' or 'design', got {selection!r}")
+            if selection not in SELECTIONS:
+                raise CheckpointError(f"shot_selection must be one of {list(SELECTIONS)}, got {selection!r}")
             self.shot_selection_ = selection
 
     def _expected_tensors(self, meta, tensors):
