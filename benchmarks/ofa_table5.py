@@ -38,7 +38,7 @@ script reports three things:
 ``--local`` adds this machine (PyTorch eager CPU, batch 1, 1 thread) as the unseen device: OFA subnets
 built offline from the ``ofa`` supernet classes are timed with ``help_plugin.measure.TorchEagerDevice``
 (interleaved passes; the harness's test-retest rho is the ceiling), help+ is adapted with the 10
-references + 10 shots and scored on held-out subnets, and the nas finder's winners for three limits are
+references + 10 shots (chosen by ``--shot-selection``, as in 1.) and scored on held-out random subnets, and the nas finder's winners for three limits are
 timed with ``search_and_measure`` (after a miss, search again under a corrected target; drift = the
 reference archs' latency at the end / at adaptation).
 
@@ -66,9 +66,9 @@ from help_plugin.data import default_data_dir
 from help_plugin.evaluation import metrics
 from help_plugin.evaluation.constraints import choose_shot_rows
 from help_plugin.predictors import torch_threads
-from help_plugin.predictors.shot_design import SELECTIONS
+from help_plugin.predictors.shot_design import SELECTIONS, choose_shots
 from help_plugin.predictors.baselines import FLOPsEstimator, ScratchMLPEstimator
-from help_plugin.search import predict_with_bound
+from help_plugin.search import NoFeasibleArchitecture, predict_with_bound
 from help_plugin.search.constraint import describe_rule
 
 #: HELP paper, Sec. 4.2 and Table 5: samples a layer-wise latency LUT needs on OFA's MobileNetV3 space.
@@ -195,8 +195,10 @@ def local_device(args, acc) -> dict:
     est = HELPEstimator.pretrained("ofa", device=device.device_id)
     space = est.space
     refs = est.reference_indices
-    others = space.sample(args.shots + args.local_heldout, args.seed + 100)
-    archs = np.concatenate([refs, others])
+    few = choose_shots(est, args.shots, args.seed, args.shot_selection)  # as in 1.: designed by default
+    taken = {space.canonical(r) for r in np.concatenate([refs, few])}
+    held_out = space.sample_distinct(args.local_heldout, args.seed + 100, taken)
+    archs = np.concatenate([refs, few, held_out])
     t0 = time.perf_counter()
     measured = device.measure(archs, progress=True)
     ms, k = measured.latency_ms, len(refs) + args.shots
@@ -205,17 +207,21 @@ def local_device(args, acc) -> dict:
                                 np.median(measured.per_pass_ms[1::2, held], 0))["spearman"])
     est.fit(archs[:k], ms[:k])
     flops = FLOPsEstimator("ofa").fit(archs[:k], ms[:k])
-    scores = {"help+ (shipped ofa model)": metrics(est.predict(archs[held]), ms[held]),
+    scores = {f"help+ (shipped ofa model, {args.shot_selection} shots)": metrics(est.predict(archs[held]), ms[held]),
               "flops (same 20 measurements)": metrics(flops.predict(archs[held]), ms[held])}
     searches = []
     for q in (25, 50, 75):
         limit = float(np.round(np.percentile(ms[held], q), 2))
-        with torch_threads(1):
-            m = search_and_measure(est, lambda a: device.measure(a).latency_ms, limit, rounds=args.rounds,
-                                   finder="nas", accuracy=acc, population_size=args.population,
-                                   max_time_budget=args.local_generations, seed=args.seed)
+        try:
+            with torch_threads(1):
+                m = search_and_measure(est, lambda a: device.measure(a).latency_ms, limit, rounds=args.rounds,
+                                       finder="nas", accuracy=acc, population_size=args.population,
+                                       max_time_budget=args.local_generations, seed=args.seed)
+        except NoFeasibleArchitecture as e:  # no subnet provably under the limit: no winner to time
+            searches.append({"latency_limit_ms": limit, "found": False, "reason": str(e)})
+            continue
         first = m.rounds[0]
-        searches.append({"latency_limit_ms": limit, "arch": first["arch"], "predicted_ms": first["predicted_ms"],
+        searches.append({"latency_limit_ms": limit, "found": True, "arch": first["arch"], "predicted_ms": first["predicted_ms"],
                          "measured_ms": first["measured_ms"], "met": first["measured_ms"] <= limit,
                          "macs_M": space.flops(first["arch"]) / 1e6,
                          "verified": {"rounds": len(m.rounds), "arch": m.result.arch,
@@ -425,6 +431,9 @@ def main() -> None:
         print("| limit ms | found | predicted ms | measured ms | met | winners timed | then: found | predicted ms | "
               "measured ms | met | within 10 % below | measurements |\n" + "|---" * 12 + "|")
         for s in loc["searches"]:
+            if not s["found"]:
+                print(f"| {s['latency_limit_ms']:.2f} | no winner: {s['reason']} |" + " |" * 10)
+                continue
             w = s["verified"]
             print(f"| {s['latency_limit_ms']:.2f} | {short(s['arch'])} {s['macs_M']:.0f}M | {s['predicted_ms']:.2f} | "
                   f"{s['measured_ms']:.2f} | {'yes' if s['met'] else 'no'} | {w['rounds']} | "

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..predictors.cache import LRU
+from ..search import NoFeasibleArchitecture
 from .ofa_predictor import arch_key
 
 try:
@@ -41,8 +42,9 @@ class _BatchedRejection:
     draws. Here each loop draws ``batch_size`` candidates with the finder's own sampling code, asks
     ``efficiency_predictor.predict_batch`` once, returns one feasible candidate and keeps the other
     feasible ones for the next call with the same inputs (same parents, same constraint): the same
-    distribution, fewer prediction calls. Gives up with ``RuntimeError`` after ``max_draws``
-    candidates without a feasible one, where OFA's loops would spin forever.
+    distribution, fewer prediction calls. Gives up with
+    :class:`~help_plugin.search.NoFeasibleArchitecture` (a ``ValueError``) after ``max_draws`` candidates without a
+    feasible one, where OFA's loops would spin forever.
     """
 
     def _setup_batching(self, batch_size: int, max_draws: int, spare_keys: int = 4096) -> None:
@@ -68,19 +70,21 @@ class _BatchedRejection:
         spares = self._spares.get(key)
         if spares:
             return spares.pop()
-        drawn = 0
+        drawn, lowest = 0, math.inf
         while drawn < self.max_draws:
             with self._drawing() as predictor:
                 candidates = [draw() for _ in range(self.batch_size)]
             efficiency = predictor.predict_batch(candidates)
             self.predict_batch_calls += 1
             drawn += len(candidates)
+            lowest = min(lowest, float(np.min(efficiency)))
             feasible = [(c, float(e)) for c, e in zip(candidates, efficiency) if e <= constraint]
             if feasible:
                 if len(feasible) > 1:
                     self._spares[key] = feasible[1:][::-1]
                 return feasible[0]
-        raise RuntimeError(f"none of {drawn} candidates drawn meets the efficiency constraint {constraint}")
+        raise NoFeasibleArchitecture(f"none of {drawn} candidates drawn meets the efficiency constraint {constraint}: "
+                                     f"the lowest drawn is {lowest:.3f}")
 
 
 class BatchedEvolutionFinder(_BatchedRejection, _NASFinder):

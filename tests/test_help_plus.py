@@ -95,6 +95,25 @@ def test_leave_one_out_heads_make_every_choice_again(space, device, request):
     assert len({(h.link, tuple(h.strength > 0)) for h in heads}) > 1  # the choices do move between folds
 
 
+def test_one_architecture_held_out_path_is_the_batched_one(fbnet):
+    """A search's single query (one gather for the full head and every held-out head, the held-out ones in log ms)
+    gives the batched held-out predictions, to float rounding, whichever link the full head and the held-out
+    heads took."""
+    est, links = HELPEstimator.pretrained("fbnet"), set()
+    archs = fbnet.space.sample(200, seed=2)
+    for device in get_split("fbnet").test:
+        for seed in range(3):
+            _adapt(est, fbnet, device, seed)
+            held = est.meta_model.leave_one_out(est.head_, *est._adaptation_data(""))
+            full, folds = held.predict(archs)
+            one = [held.predict_one(row) for row in archs]
+            np.testing.assert_allclose([ms for ms, _ in one], full, rtol=1e-12)
+            np.testing.assert_allclose(np.sort([log_ms for _, log_ms in one], 1), np.sort(np.log(folds).T, 1),
+                                       rtol=1e-12)
+            links.add(est.head_.link)
+    assert links == {"identity", "log"}
+
+
 @pytest.mark.parametrize("space, groups, links", [("nasbench201", ["flops", "detail", "luts"], ["log"]),
                                                   ("nasbench201", None, ["identity"]),
                                                   ("fbnet", None, ["log"]),

@@ -138,9 +138,9 @@ class HeldOut:
     ``rows[k]``: the positions (in the fit data) of the measurements model ``k`` did not see (one each for a
     jackknife, a fold each for CV+); ``predict(indices [m, L]) -> (ms of the fitted model [m], ms of each
     held-out model [K, m])``, both at once so that shared work (help+'s basis) is done once.
-    ``predict_one(row) -> (ms of the fitted model, ms of each held-out model [K])``: the same for one valid
-    index row ``[L]``, where the models have a faster path for one (``None``: they do not;
-    :meth:`Calibration.bound_one` is then unavailable).
+    ``predict_one(row) -> (ms of the fitted model, log ms of each held-out model [K])``: the same for one valid
+    index row ``[L]`` (the held-out ones in log ms, what a bound needs), where the models have a faster path for
+    one (``None``: they do not; :meth:`Calibration.bound_one` is then unavailable).
     """
 
     rows: list[np.ndarray]
@@ -166,6 +166,7 @@ class Calibration:
         self.held_out, self.constants = held_out, constants
         self._multipliers: dict = {}
         self.floor_ms = 1e-3 * float(np.min(latencies_ms))
+        self._log_floor = math.log(self.floor_ms)
         _, fold_ms = held_out.predict(indices)
         fold_log = self._log(fold_ms)
         own = np.concatenate([fold_log[k, r] for k, r in enumerate(held_out.rows)])
@@ -211,8 +212,8 @@ class Calibration:
         if self.held_out.predict_one is None:
             raise ValueError("these held-out models have no path for one architecture: use bounds()")
         c = self.multiplier(confidence, selection)
-        ms, fold_ms = self.held_out.predict_one(row)
-        fold_log = self._log(fold_ms)
+        ms, fold_log = self.held_out.predict_one(row)
+        fold_log = np.maximum(fold_log, self._log_floor)  # _log() of the held-out models' ms
         fold_log -= np.add.reduce(fold_log) / len(fold_log)
         spread = math.sqrt(fold_log @ fold_log / len(fold_log))  # np.std, without its fixed cost
         return ms, math.exp(math.log(max(ms, self.floor_ms)) + c * self.scale * float(self._normaliser(spread)))

@@ -29,6 +29,7 @@ group, the MLPs as one float32 numpy pass.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -426,11 +427,12 @@ class PoolBasisLearner(MetaLearner):
         return HeldOut([np.array([i]) for i in range(len(heads))], predict, self._row_predictor((head, *heads)))
 
     def _row_predictor(self, heads: tuple[GroupRidgeHead, ...]):
-        """``row [L] -> (ms of heads[0], ms of the others [K], in no fixed order)`` for one valid index row,
+        """``row [L] -> (ms of heads[0], log ms of the others [K], in no fixed order)`` for one valid index row,
         through one table gather for all heads, where their groups are all sums over the space's terms (else
         ``None``): the identity-link heads folded into per-term columns, beside the features the log-link heads
-        transform (what :meth:`_term_predictor` computes for many rows, written for one: a finder's uncached
-        query costs ~20 us this way against ~35 us through :meth:`_term_predictor` on one row)."""
+        transform (what :meth:`_term_predictor` computes for many rows, written for one). The others come in log ms
+        because that is what a bound needs (:meth:`~help_plugin.predictors.calibration.Calibration.bound_one`): a
+        log-link head's is its output itself, not ``log(exp(.))``."""
         groups = tuple(g for g in self.groups if any(g in self._active(h) for h in heads))
         if not groups or any(self._term_table(g) is None for g in groups):
             return None
@@ -444,31 +446,33 @@ class PoolBasisLearner(MetaLearner):
         columns = np.concatenate([self._columns(g) for g in groups])
         w_log, off_log = weights[log_rows][:, columns].T, offsets[log_rows]
         folded, folded_const = self._fold(groups, weights[identity], offsets[identity])
-        gather = np.ascontiguousarray(np.concatenate([folded, table], 1) if len(log_rows) else folded)
         kinds = np.concatenate([[GROUPS[g]] * self.widths()[g] for g in groups])
         # the log link's transform as log(max(x + shift, low)): log1p(x) for costs (>= 0), log(max(x, 1e-6)) for ms;
-        # the shift goes into the gathered constant (it is 0 on the columns taken as they are)
+        # the shift goes into the constant (it is 0 on the columns taken as they are)
         shift, low = (kinds == "log1p").astype(np.float64), np.where(kinds == "log1p", 0.0, 1e-6)
         gather_const = np.concatenate([folded_const, const + shift]) if len(log_rows) else folded_const
+        # the constant is one more gathered row, so one gather and one sum give every head's output
+        gather = np.concatenate([np.concatenate([folded, table], 1) if len(log_rows) else folded, gather_const[None]])
+        const_row = len(gather) - 1
         as_is = np.flatnonzero([k is None for k in kinds])  # columns the log link takes as they are
         n_id = len(identity)
 
         def predict_one(row) -> tuple[float, np.ndarray]:
             terms = self.space.row_terms(row)  # a list: numpy indexes by an array of it faster than by the list
-            x = np.add.reduce(gather.take(np.fromiter(terms, np.intp, len(terms)), 0))
-            x += gather_const
+            x = np.add.reduce(gather.take(np.fromiter([*terms, const_row], np.intp, len(terms) + 1), 0))
             t = x[:n_id]
             if (t < floors).any():
                 t = positive(t, False, floors)
+            log_ms = np.log(t)
             if len(log_rows):
                 f = x[n_id:]
                 design = np.log(np.maximum(f, low))
                 if len(as_is):
                     design[as_is] = f[as_is]
-                t = np.concatenate([t, np.exp(np.minimum(design @ w_log + off_log, 700.0))])  # positive(), log link
-            full = float(t[first])
-            t[first] = t[0]  # heads[0] out, the others in t[1:]
-            return full, t[1:]
+                log_ms = np.concatenate([log_ms, design @ w_log + off_log])
+            full = float(t[first]) if first < n_id else math.exp(min(float(log_ms[first]), 700.0))  # positive()
+            log_ms[first] = log_ms[0]  # heads[0] out, the others in log_ms[1:]
+            return full, log_ms[1:]
 
         return predict_one
 
