@@ -76,6 +76,8 @@ def run_tables() -> dict:
     for script, json_path in (("metad2a_table4.py", "results/metad2a_table4.json"),
                               ("ofa_table5.py", "results/ofa_table5.json")):
         t0 = time.perf_counter()
+        print(f"running benchmarks/{script} (its tables: python benchmarks/{script}; its progress below)",
+              file=sys.stderr, flush=True)
         subprocess.run([sys.executable, str(Path(__file__).parent / script)], check=True, stdout=subprocess.DEVNULL)
         out[script] = {"seconds": time.perf_counter() - t0, **json.loads(Path(json_path).read_text())}
     t4 = out["metad2a_table4.py"]["records"]
