@@ -157,12 +157,14 @@ class VerifiedSearch:
        is measured. Measurement closes the rest.
     2. The ``verify_top`` best-scoring candidates not measured before are measured on ``device``
        (interleaved with the anchors) and brought to the typical speed (times typical / session
-       speed, so a load spike during one session cancels out). The best-scoring one within the
-       target band wins. When none is, the search runs again (up to ``retries`` times) with the
+       speed, so a load spike during one session cancels out); each is judged by the larger of that
+       figure and its raw one (the typical speed lags a device that has slowed down for good, and a
+       candidate measured over the band is not taken for one inside it). The best-scoring one judged
+       within the target band wins. When none is, the search runs again (up to ``retries`` times) with the
        predictor re-adapted on these measurements too (on a copy, when the estimator keeps its
        adaptation data, see :meth:`~help_plugin.predictors.HELPEstimator.partial_fit`) -- without anchors
        or re-adaptation, with the speed set to the candidates' median measured / predicted ratio
-       instead. After the last attempt the candidate of any attempt measured closest under the band's
+       instead. After the last attempt the candidate of any attempt judged closest under the band's
        top wins (the one that spends most of the budget), else the fastest.
     3. The winner is re-measured afresh in ``final_sessions`` measuring sessions (each with the
        anchors; ``0``: its verification measurement stands), and the median of those raw figures is ``measured_ms``, so the selection in step 2
@@ -250,7 +252,7 @@ class VerifiedSearch:
                      "searching within %.2f-%.2f ms of adaptation-time latency", 100 * abs(speed - 1),
                      "slower" if speed > 1 else "faster", band[0] / speed, band[1] / speed)
         windows, limits, search_s = [], [], 0.0
-        verified: list[tuple[Candidate, float, float]] = []  # (candidate, raw ms, ms at typical speed)
+        verified: list[tuple[Candidate, float, float]] = []  # (candidate, raw ms, judged ms)
         proposed: list[Candidate] = []
         searcher = est  # re-adapted (on a copy) with the verified candidates before a retry, when it can be
         refit = self.refit and getattr(est, "shot_latencies_ms_", None) is not None and hasattr(est, "partial_fit")
@@ -289,11 +291,15 @@ class VerifiedSearch:
             ranked_archs = np.stack([c.arch for c in ranked])
             raw_ms, session_speed = self._timed(ranked_archs)
             typical_ms = raw_ms if self.anchors is None else raw_ms * self._typical_speed() / session_speed
-            verified += [(c, float(raw), float(typ)) for c, raw, typ in zip(ranked, raw_ms, typical_ms)]
+            # judged by the larger figure: bringing a session to the typical speed cancels a spike, but after a few
+            # sessions the typical speed lags a device that slowed down for good, and then only the raw figure
+            # tells; a measurement over the band in its own session is never taken for one inside it
+            judged_ms = np.maximum(raw_ms, typical_ms)
+            verified += [(c, float(raw), float(judged)) for c, raw, judged in zip(ranked, raw_ms, judged_ms)]
             history += [{"attempt": attempt + 1, "window_ms": windows[-1], "arch": space.format(c.arch),
                          "score": float(c.score), "predicted_ms": float(c.predicted_ms), "bound_ms": float(c.bound_ms),
                          "measured_ms": float(raw)} for c, raw in zip(ranked, raw_ms)]
-            if ((band[0] <= typical_ms) & (typical_ms <= band[1])).any() or attempt == self.retries:
+            if ((band[0] <= judged_ms) & (judged_ms <= band[1])).any() or attempt == self.retries:
                 break
             if self.anchors is not None and refit:  # the anchors tell the device's speed, the predictor the rest
                 speed, adaptation_ms = self._speed_from_anchors(), raw_ms / session_speed
@@ -304,7 +310,7 @@ class VerifiedSearch:
                 searcher = (copy.deepcopy(est) if searcher is est else searcher).partial_fit(ranked_archs,
                                                                                              adaptation_ms)
             log.info("no candidate measured within %.2f-%.2f ms (%.2f-%.2f ms): searching again%s at %.2fx the "
-                     "predicted latency", *band, float(typical_ms.min()), float(typical_ms.max()),
+                     "predicted latency", *band, float(judged_ms.min()), float(judged_ms.max()),
                      f" with the predictor re-adapted on {searcher.n_measurements} measurements" if refit else "",
                      speed)
         if not verified:
