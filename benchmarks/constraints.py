@@ -2,6 +2,7 @@
 
     python benchmarks/constraints.py            # ~30 s on 2 vCPUs
     python benchmarks/constraints.py --tables   # also HELP Table 4 (metad2a_table4.py) and Table 5 (ofa_table5.py)
+    python benchmarks/constraints.py --splits fbnet-adversarial --out results/constraints_adversarial.json
 
 The shipped help+ model of each space is adapted to each of its split's test devices with the 10 reference
 archs + 10 others chosen by ``HELPEstimator.select_shots`` among a random half of the device's archs (the
@@ -9,12 +10,13 @@ product's default; ``--shot-selection random``: drawn at random), 20 measurement
 other recorded architecture of the device is a query with known latency (:mod:`help_plugin.evaluation.constraints`). Three rules:
 
 * ``calibrated``: the leave-one-out bound with the shipped meta-calibration constants
-  (``help_plugin/pretrained/calibration.json``): the marginal bound for coverage, the selection-aware one
+  (``help_plugin/pretrained/calibration.json``; for a split without a shipped model, ``--splits``, the fallback
+  multiplier of a model meta-trained by the user): the marginal bound for coverage, the selection-aware one
   (``LatencyConstraint``'s default) for the picks;
 * ``mean``: HELP's rule, the mean prediction;
 * ``mean+z*std``: the previous margin, the ridge head's predictive std times the normal quantile.
 
-Reported per space and test device: coverage of the 90 % and 95 % bounds (mean over seeds, worst seed),
+Reported per split and test device: coverage of the 90 % and 95 % bounds (mean over seeds, worst seed),
 the median bound / prediction at 95 %, and the adversarial picks (the largest-MACs and the largest-params
 architecture whose 95 % bound is under a limit at the 10/30/50/70/90th percentile of the device's
 latencies, over all queries; the first ``--pick-seeds`` seeds): how many meet the limit, and their objective
@@ -93,7 +95,11 @@ def run_tables() -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--spaces", default="nasbench201,fbnet,ofa")
+    p.add_argument("--splits", default="nasbench201,fbnet,ofa",
+                   help="device splits (default: the three spaces' default splits, scored with the shipped models); "
+                        "any other split, e.g. fbnet-adversarial, meta-trains help+ on its pool first "
+                        "(HELPEstimator.meta_train, under a second), whose bounds then use the fallback multiplier: "
+                        "the shipped constants belong to the shipped models")
     p.add_argument("--seeds", type=int, default=5, help="adaptations per device (default 5)")
     p.add_argument("--pick-seeds", type=int, default=3, help="of which used for the adversarial picks (default 3)")
     p.add_argument("--shots", type=int, default=10)
@@ -106,15 +112,18 @@ def main() -> None:
     t_start = time.perf_counter()
 
     rows, curves, sweeps = [], {r: [] for r in ("calibrated", "mean+z*std")}, {r: [] for r in RULES}
-    for space in args.spaces.split(","):
-        data, est = load_help_data(space), HELPEstimator.pretrained(space)
+    for split_name in args.splits.split(","):
+        split = get_split(split_name)
+        space, data = split.space, load_help_data(split.space)
+        est = (HELPEstimator.pretrained(space) if split_name == space
+               else HELPEstimator.meta_train(space, data, split=split_name))
         objectives = objective_values(data)
         with torch_threads(1):
             adaptations = [simulate_adaptation(est, data, device, seed, args.shots, with_std=True,
                                               shot_selection=args.shot_selection)
-                           for device in get_split(space).test for seed in range(args.seeds)]
+                           for device in split.test for seed in range(args.seeds)]
         for (_, device), group in by_device(adaptations).items():
-            row = {"space": space, "device": device}
+            row = {"split": split_name, "space": space, "device": device}
             for rule in RULES:
                 cov = {q: [coverage(a, log_bounds(a, est, q)[rule]) for a in group] for q in (0.9, 0.95)}
                 res = [picks(a, est, objectives, PERCENTILES)[rule] for a in group if a.seed < args.pick_seeds]
@@ -132,7 +141,7 @@ def main() -> None:
             for rule in RULES:
                 sweeps[rule].append(np.mean([np.reshape(pk[rule][0], (objectives.shape[1], len(SWEEP)))
                                              for pk in picked], axis=(0, 1)))
-        print(f"{space}: {len(adaptations)} adaptations, {time.perf_counter() - t_start:.0f} s", flush=True)
+        print(f"{split_name}: {len(adaptations)} adaptations, {time.perf_counter() - t_start:.0f} s", flush=True)
 
     summary = {}
     for rule in RULES:
@@ -165,10 +174,10 @@ def main() -> None:
     n_dev = len(rows)
     print(f"\n{n_dev} test devices, {args.seeds} adaptations of {2 * args.shots} measurements each; cells: coverage "
           "% mean (worst seed) | median upper95 / prediction | adversarial picks meeting the limit | objective ratio\n")
-    print("| space | device | " + " | ".join(f"{r}: cov90 | cov95 | width | met | obj" for r in RULES) + " |")
+    print("| split | device | " + " | ".join(f"{r}: cov90 | cov95 | width | met | obj" for r in RULES) + " |")
     print("|---|---|" + "---|" * 5 * len(RULES))
     for row in rows:
-        print(f"| {row['space']} | {row['device']} | " + " | ".join(
+        print(f"| {row['split']} | {row['device']} | " + " | ".join(
             f"{100 * x['cov90']:.1f} ({100 * x['cov90_worst']:.0f}) | {100 * x['cov95']:.1f} "
             f"({100 * x['cov95_worst']:.0f}) | {x['width95']:.3f} | {x['met']}/{x['picks']} | {x['objective_ratio']:.2f}"
             for x in (row[r] for r in RULES)) + " |")
