@@ -140,13 +140,16 @@ def search(estimator: LatencyEstimator, latency_limit_ms: float, finder: str = "
 class MeasuredSearch:
     """:func:`search_and_measure`'s outcome: the winning round's ``result``, its ``measured_ms`` on the device,
     whether that ``met`` the limit, and every round as ``{"target_ms", "arch", "predicted_ms", "bound_ms",
-    "measured_ms", "accuracy"}`` (``bound_ms``: what the finder compared with ``target_ms``).
+    "measured_ms", "session_speed", "accuracy"}`` (``bound_ms``: what the finder compared with ``target_ms``;
+    ``session_speed``: the device's speed vs adaptation in the session that timed it, NaN without anchors);
+    ``measurements``: architectures timed on the device (anchors and re-measurements included).
     """
 
     result: OFASearchResult
     measured_ms: float
     met: bool
     rounds: list = field(default_factory=list)
+    measurements: int = 0
 
 
 class _MeasureFn(Device):
@@ -170,7 +173,8 @@ class _MeasureFn(Device):
 
 
 def search_and_measure(estimator: LatencyEstimator, measure: Callable[[list], Any], latency_limit_ms: float,
-                       rounds: int = 3, confidence: float | None = 0.95, **search_kwargs) -> MeasuredSearch:
+                       rounds: int = 3, confidence: float | None = 0.95, anchors: Any = None, final_sessions: int = 0,
+                       **search_kwargs) -> MeasuredSearch:
     """Search, time the winner on the device, and while it misses the limit, search again under a tighter target.
 
     A finder that maximises accuracy under the *mean prediction* (HELP's rule) ends where the predictor errs
@@ -179,8 +183,11 @@ def search_and_measure(estimator: LatencyEstimator, measure: Callable[[list], An
     After a miss the next search's target is ``limit * predicted / measured`` (the winner's
     measured/predicted ratio taken as the bias where the search converges; it also absorbs a device
     that got slower since adaptation). Each round costs one device measurement. This is
-    :class:`help_plugin.search.VerifiedSearch` with OFA's finder proposing one candidate per round, no
-    target band (``budget_use=None``, ``guard=0``), no anchors and no re-measurement.
+    :class:`help_plugin.search.VerifiedSearch` with OFA's finder proposing one candidate per round and no
+    target band (``budget_use=None``, ``guard=0``); by default without anchors or re-measurement. On a
+    shared machine, whose speed moves between sessions, pass ``anchors="references"`` and
+    ``final_sessions=3``: the winner is then timed with the reference archs, whose speed tells a slow
+    session from a miss, and the verdict is the median of 3 fresh sessions (see ``VerifiedSearch``).
 
     Args:
         estimator: a fitted LatencyEstimator of the ``ofa`` space (not modified).
@@ -189,6 +196,10 @@ def search_and_measure(estimator: LatencyEstimator, measure: Callable[[list], An
         latency_limit_ms: the constraint, ms.
         rounds: at most this many winners are timed.
         confidence: of the latency bound each round's finder compares with its target (see :func:`search`).
+        anchors: ``None`` (default: each winner is timed alone), ``"references"`` (the estimator's reference
+            archs and the latencies it was adapted with) or ``(archs, latency_ms)``: timed with every winner.
+        final_sessions: re-measure the winner in this many fresh sessions and report their median (default 0:
+            its round's measurement stands).
         **search_kwargs: passed to :func:`search` (finder, accuracy, population_size, seed, ...).
     """
     if not isinstance(rounds, (int, np.integer)) or rounds < 1:
@@ -202,17 +213,18 @@ def search_and_measure(estimator: LatencyEstimator, measure: Callable[[list], An
         return [Candidate(idx, result.accuracy, result.predicted_ms, result.efficiency_ms)]
 
     verified = VerifiedSearch(estimator, _MeasureFn(estimator.space, measure), propose, objective="accuracy",
-                              verify_top=1, guard=0.0, budget_use=None, anchors=None, retries=rounds - 1,
-                              final_sessions=0, refit=False, confidence=confidence)
+                              verify_top=1, guard=0.0, budget_use=None, anchors=anchors, retries=rounds - 1,
+                              final_sessions=final_sessions, refit=False, confidence=confidence)
     outcome = verified.run(latency_limit_ms)
     history = [{"target_ms": h["window_ms"][1], "arch": h["arch"], "predicted_ms": h["predicted_ms"],
                 "bound_ms": h["bound_ms"],
-                "measured_ms": h["measured_ms"], "accuracy": h["score"]} for h in outcome.history]
+                "measured_ms": h["measured_ms"], "session_speed": h["session_speed"], "accuracy": h["score"]}
+               for h in outcome.history]
     for h in history:
         log.info("target %.2f ms: %.2f ms predicted, %.2f ms measured (limit %.2f ms)", h["target_ms"],
                  h["predicted_ms"], h["measured_ms"], latency_limit_ms)
     winner = results[estimator.space.canonical(np.asarray(outcome.arch_indices))]
-    return MeasuredSearch(winner, outcome.measured_ms, outcome.constraint_met, history)
+    return MeasuredSearch(winner, outcome.measured_ms, outcome.constraint_met, history, outcome.measurements)
 
 
 __all__ = ["HELPEfficiencyPredictor", "FLOPsAccuracyProxy", "OFAAccuracyPredictor", "accuracy_predictor",

@@ -272,3 +272,33 @@ def test_search_and_measure_tightens_the_target_after_a_miss(est):
     # the default: the finder searched under the 95 % selection-aware bound, the mean prediction well under it
     m = search_and_measure(est, est.predict, 22.0, **{**small, "confidence": 0.95})
     assert m.met and m.rounds[0]["predicted_ms"] < m.rounds[0]["bound_ms"] <= 22.0 and m.result.confidence == 0.95
+
+
+def test_search_and_measure_with_anchors_tells_a_slow_session_from_a_miss(est):
+    """The session that first times the winner runs 1.5x slow (a shared machine). Alone, its measurement is the
+    verdict: a miss. Timed beside the reference archs and re-measured in 3 fresh sessions, the slow session shows in
+    the anchors and the winner's steady latency is the verdict: met."""
+    small = {"finder": "nas", "population_size": 10, "max_time_budget": 2, "seed": 0}
+    refs = est.space.to_indices(est.reference_archs)
+
+    def shared_machine():
+        timed = []
+
+        def measure(archs):  # exact, but 1.5x slow in the first session that times more than the anchors
+            slow = 1.5 if len(archs) != len(refs) and not any(timed) else 1.0
+            timed.append(len(archs) != len(refs))
+            return slow * est.predict(archs)
+        return measure
+
+    alone = search_and_measure(est, shared_machine(), 22.0, rounds=1, **small)
+    predicted = alone.rounds[0]["predicted_ms"]
+    assert not alone.met and alone.measured_ms == pytest.approx(1.5 * predicted) and 1.5 * predicted > 22.0
+    steady = search_and_measure(est, shared_machine(), 22.0, rounds=1, anchors=(refs, est.predict(refs)),
+                                final_sessions=3, **small)
+    assert steady.rounds[0]["measured_ms"] == pytest.approx(1.5 * predicted)  # the same winner, the same slow session
+    assert steady.met and steady.measured_ms == pytest.approx(predicted)
+    # the anchors once, then with the winner's timing and each re-measurement (sessions replaced while the
+    # typical speed settles count too)
+    assert alone.measurements == 1 and (steady.measurements - len(refs)) % (1 + len(refs)) == 0
+    assert steady.measurements >= len(refs) + 4 * (1 + len(refs))
+    assert np.isnan(alone.rounds[0]["session_speed"]) and steady.rounds[0]["session_speed"] == pytest.approx(1.5)

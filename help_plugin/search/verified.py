@@ -67,8 +67,9 @@ class VerifiedSearchResult:
         measurements: architectures timed on the device (anchors included).
         evaluated: candidates the proposer scored; ``search_seconds``: time spent proposing.
         history: every verified candidate, in order: ``{"attempt", "window_ms", "arch", "score",
-            "predicted_ms", "bound_ms", "measured_ms"}`` (``measured_ms`` raw, ``window_ms`` the attempt's
-            window of mean predictions).
+            "predicted_ms", "bound_ms", "measured_ms", "session_speed"}`` (``measured_ms`` raw,
+            ``session_speed`` the device's speed in the session that measured it, NaN without anchors,
+            ``window_ms`` the attempt's window of mean predictions).
         candidates: ``(predicted_ms, bound_ms, score)`` of every proposed candidate (for plots; in
             :meth:`to_dict` only with ``candidates=True``).
     """
@@ -298,7 +299,7 @@ class VerifiedSearch:
             verified += [(c, float(raw), float(judged)) for c, raw, judged in zip(ranked, raw_ms, judged_ms)]
             history += [{"attempt": attempt + 1, "window_ms": windows[-1], "arch": space.format(c.arch),
                          "score": float(c.score), "predicted_ms": float(c.predicted_ms), "bound_ms": float(c.bound_ms),
-                         "measured_ms": float(raw)} for c, raw in zip(ranked, raw_ms)]
+                         "measured_ms": float(raw), "session_speed": session_speed} for c, raw in zip(ranked, raw_ms)]
             if ((band[0] <= judged_ms) & (judged_ms <= band[1])).any() or attempt == self.retries:
                 break
             if self.anchors is not None and refit:  # the anchors tell the device's speed, the predictor the rest
