@@ -217,8 +217,9 @@ def local_device(args, acc) -> dict:
         try:
             with torch_threads(1):
                 m = search_and_measure(est, lambda a: device.measure(a).latency_ms, limit, rounds=args.rounds,
-                                       anchors="references", final_sessions=3, finder="nas", accuracy=acc, population_size=args.population,
-                                       max_time_budget=args.local_generations, seed=args.seed)
+                                       anchors="references", final_sessions=3, finder="nas", accuracy=acc,
+                                       population_size=args.population, max_time_budget=args.local_generations,
+                                       seed=args.seed)
         except NoFeasibleArchitecture as e:  # no subnet provably under the limit: no winner to time
             searches.append({"latency_limit_ms": limit, "found": False, "reason": str(e)})
             continue
@@ -439,7 +440,8 @@ def main() -> None:
                 continue
             w = s["verified"]
             print(f"| {s['latency_limit_ms']:.2f} | {short(s['arch'])} {s['macs_M']:.0f}M | {s['predicted_ms']:.2f} | "
-                  f"{s['measured_ms']:.2f} ({s['session_speed']:.2f}x) | {'yes' if s['met'] else 'no'} | {w['rounds']} | "
+                  f"{s['measured_ms']:.2f} ({s['session_speed']:.2f}x) | {'yes' if s['met'] else 'no'} | "
+                  f"{w['rounds']} | "
                   f"{short(w['arch'])} {w['macs_M']:.0f}M | {w['predicted_ms']:.2f} | {w['measured_ms']:.2f} | "
                   f"{'yes' if w['met'] else 'no'} | {'yes' if w['within_10pct_below'] else 'no'} | "
                   f"{w['measurements']} |")
