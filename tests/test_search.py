@@ -202,3 +202,4 @@ def test_a_lasting_slowdown_after_calibration_is_not_averaged_away(nb201):
         r = verified_search(est, SlowedDevice(), limit, cycles=20, seed=0)
         assert r.calibration_speed == pytest.approx(1.0) and r.final_speed == pytest.approx(1.3)
         assert r.verify_ms <= r.target_band_ms[1] and r.constraint_met and r.measured_ms == pytest.approx(r.verify_ms)
+        assert r.final_sessions == 3  # the re-measurements ran at the device's new speed: none was replaced

@@ -170,7 +170,8 @@ class VerifiedSearch:
     3. The winner is re-measured afresh in ``final_sessions`` measuring sessions (each with the
        anchors; ``0``: its verification measurement stands), and the median of those raw figures is ``measured_ms``, so the selection in step 2
        does not bias it and one session's noise does not decide it. A session whose anchors run more
-       than ``remeasure_tolerance`` off the typical speed is replaced by another, up to ``remeasure``
+       than ``remeasure_tolerance`` off the typical speed (over every session so far, these included: a
+       device that slowed down for good is met where it is now) is replaced by another, up to ``remeasure``
        times; the sessions whose anchors are closest to the typical speed count (chosen by the anchors
        alone, never by the winner's own figures).
 
@@ -339,24 +340,27 @@ class VerifiedSearch:
 
     def _remeasure(self, arch: np.ndarray) -> tuple[float, float, int]:
         """Step 3: ``(median re-measured ms, median session speed, sessions run)``."""
-        device_speed = self._typical_speed()
-        finals = []  # (how far the session's anchors are off the typical speed, measured ms, session speed)
+        search_speed = self._typical_speed()
+        finals = []  # (measured ms, session speed)
 
-        def steady(final: tuple) -> bool:  # NaN without anchors: every session counts
-            return not final[0] > self.remeasure_tolerance
+        def off(final: tuple) -> float:  # how far its anchors ran from the typical speed of every session so far
+            return abs(final[1] / self._typical_speed() - 1)  # NaN without anchors: every session counts
+
+        def steady(final: tuple) -> bool:
+            return not off(final) > self.remeasure_tolerance
 
         while sum(map(steady, finals)) < self.final_sessions and len(finals) < self.final_sessions + self.remeasure:
             measured_ms, session_speed = self._timed(arch[None])
-            finals.append((abs(session_speed / device_speed - 1), float(measured_ms[0]), session_speed))
+            finals.append((float(measured_ms[0]), session_speed))
             if not steady(finals[-1]):
                 log.info("the anchors re-timed with the winner ran %.0f %% off the device's typical speed: "
-                         "measuring again", 100 * finals[-1][0])
-        counted = sorted(finals, key=lambda f: 0.0 if np.isnan(f[0]) else f[0])[:self.final_sessions]
-        measured, speed = (float(np.median([f[i] for f in counted])) for i in (1, 2))
-        if abs(speed / device_speed - 1) > 0.1:
-            log.warning("the device's speed was %.0f %% off its typical speed while the winner was re-measured "
-                        "(anchor archs re-timed): the re-measured latency is shifted by that much",
-                        100 * abs(speed / device_speed - 1))
+                         "measuring again", 100 * off(finals[-1]))
+        counted = sorted(finals, key=lambda f: 0.0 if np.isnan(off(f)) else off(f))[:self.final_sessions]
+        measured, speed = (float(np.median([f[i] for f in counted])) for i in (0, 1))
+        if abs(speed / search_speed - 1) > 0.1:
+            log.warning("the device's speed was %.0f %% off its typical speed during the search while the winner was "
+                        "re-measured (anchor archs re-timed): the re-measured latency is shifted by that much",
+                        100 * abs(speed / search_speed - 1))
         return measured, speed, len(finals)
 
 
