@@ -9,6 +9,8 @@ time and throughput; and, when several K were run, mean rho against K.
 import json
 import sys
 
+from help_plugin.data import SPLITS
+
 
 def _seconds(s: float) -> str:
     return f"{s:.2f}" if s < 1 else f"{s:.1f}" if s < 10 else f"{s:.0f}"
@@ -21,7 +23,9 @@ def main(paths: list[str]) -> None:
         with open(path) as f:
             r = json.load(f)
         s, devs = r["summary"], r["test_devices"]
-        print(f"\n**{r['split']}** (protocol `{r['protocol']}`, {len(r['seeds'])} seeds; test devices: {', '.join(devs)})\n")
+        custom = r["split"] not in SPLITS and r.get("train_devices")  # a named split's pool is in its name
+        pool = f"; meta-trained on {', '.join(r['train_devices'] + r['valid_devices'])}" if custom else ""
+        print(f"\n**{r['split']}** (protocol `{r['protocol']}`, {len(r['seeds'])} seeds; test devices: {', '.join(devs)}{pool})\n")
         head = (["method", "measurements"] + devs + ["mean rho", "share of ceiling", "Kendall", "+-10 % acc",
                  "MAPE %", "MAPE>p10 %", "meta-train s", "adapt ms", "archs/s"])
         print("| " + " | ".join(head) + " |")

@@ -54,6 +54,24 @@ def test_benchmark_protocol_small(nb201):
     with pytest.raises(ValueError, match="unknown option"):
         run_benchmark("nasbench201", methods=["help+:ensembles=2"], shots=[10], seeds=[0], data=nb201)
 
+def test_benchmark_on_a_device_split_of_ones_own(tmp_path, capsys):
+    """--test-devices alone: the named split's pool less those devices meta-trains, and the JSON says which."""
+    out = tmp_path / "b.json"
+    assert main(["benchmark", "--space", "fbnet", "--test-devices", "pixel3,samsung_s7", "--seeds", "1",
+                 "--methods", "help+,flops", "--quiet", "--out", str(out)]) == 0
+    assert "meta-trained on 1080ti_1" in capsys.readouterr().out
+    r = json.loads(out.read_text())
+    assert r["split"] == "fbnet-custom" and r["test_devices"] == ["pixel3", "samsung_s7"]
+    assert "pixel3" not in r["train_devices"] + r["valid_devices"] and "titanx_1" in r["valid_devices"]
+    assert {row["device"] for row in r["runs"]} == {"pixel3", "samsung_s7"}
+    rho = {m: r["summary"][m]["10"]["pixel3"]["spearman"][0] for m in ("help+", "flops")}
+    assert rho["help+"] > 0.98 > rho["flops"] > 0.9  # pixel3 is additive: the pool's LUTs span it
+    assert main(["benchmark", "--space", "fbnet", "--train-devices", "titanx_1,titanx_32", "--test-devices", "fpga",
+                 "--seeds", "1", "--quiet", "--out", str(out), "--no-plot"]) == 0
+    r = json.loads(out.read_text())
+    assert (r["train_devices"], r["valid_devices"], r["test_devices"]) == (["titanx_1", "titanx_32"], [], ["fpga"])
+
+
 def test_meta_train_on_own_tidy_table(tmp_path, capsys, fbnet):
     pool = fbnet.select_devices(["fpga", "raspi4", "eyeriss"])
     rows = np.concatenate([fbnet.reference_rows, np.arange(0, 600)])

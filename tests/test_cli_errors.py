@@ -177,6 +177,11 @@ CASES = [  # (argv, what the one line must name)
     (["benchmark", "--space", "nasbench201", "--methods", "nope", "--out", "{d}/b.json"], ["'nope'"]),
     (["benchmark", "--space", "hat"], ["no split for space 'hat'"]),
     (["benchmark"], ["--split or --space"]),
+    (["benchmark", "--space", "fbnet", "--test-devices", "pixel9", "--out", "{d}/b.json"], ["unknown device 'pixel9'"]),
+    (["benchmark", "--space", "fbnet", "--train-devices", "pixel3", "--test-devices", "pixel3", "--out", "{d}/b.json"],
+     ["['pixel3']", "both meta-training"]),
+    (["benchmark", "--space", "fbnet", "--test-devices", "fpga,fpga", "--out", "{d}/b.json"], ["['fpga']", "twice"]),
+    (["benchmark", "--space", "fbnet", "--valid-devices", "titanx_1"], ["--valid-devices goes with"]),
 ]
 
 

@@ -25,6 +25,13 @@ def add_parser(sub, common):
                                    "table and writes JSON (and a sample-efficiency PNG for several --shots).")
     p.add_argument("--space", choices=spaces(), help="space (its default split unless --split)")
     p.add_argument("--split", choices=sorted(SPLITS), help="named device split")
+    p.add_argument("--train-devices", type=csv_list,
+                   help="a split of your own: comma-separated meta-training devices (then no meta-validation devices "
+                        "unless --valid-devices); default: the named split's")
+    p.add_argument("--valid-devices", type=csv_list, help="comma-separated meta-validation devices")
+    p.add_argument("--test-devices", type=csv_list,
+                   help="comma-separated test devices; without --train-devices the named split's pool less these "
+                        "meta-trains (e.g. --space fbnet --test-devices pixel3,samsung_s7)")
     p.add_argument("--shots", type=int_list, default=[10], help="comma-separated K values (default 10)")
     p.add_argument("--seeds", type=positive_int, default=5, help="number of seeds (default 5)")
     p.add_argument("--methods", type=csv_list, default=["help+"],
@@ -38,6 +45,24 @@ def add_parser(sub, common):
     p.add_argument("--out", help="JSON path (default results/benchmark_SPLIT_PROTOCOL.json)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.set_defaults(run=run)
+
+
+def custom_split(base, train, valid, test):
+    """The named split ``base`` (a :class:`~help_plugin.data.DeviceSplit`) with the device lists given (``None``:
+    not given): ``train`` replaces its pool (and then ``valid`` defaults to none); ``test`` alone takes those devices
+    out of its pool."""
+    from ..data import DeviceSplit
+
+    test = tuple(test) if test else base.test
+    if train:
+        train, valid = tuple(train), tuple(valid or ())
+    else:
+        train = tuple(d for d in base.train if d not in test)
+        valid = tuple(valid) if valid else tuple(d for d in base.valid if d not in test)
+    repeated = sorted({d for devices in (train, valid, test) for d in devices if devices.count(d) > 1})
+    if repeated:
+        raise ValueError(f"device(s) {repeated} listed twice")
+    return DeviceSplit(base.space, train, valid, test)
 
 
 def run(args) -> int:
@@ -54,18 +79,25 @@ def run(args) -> int:
         raise ValueError(f"split {split!r} is for space {SPLITS[split].space!r}, not {args.space!r}")
     if any(k < 0 for k in args.shots):
         raise ValueError(f"--shots must be >= 0, got {args.shots}")
-    out = Path(args.out or f"results/benchmark_{split}_{args.protocol}.json")
+    if args.valid_devices and not args.train_devices and not args.test_devices:
+        raise ValueError("--valid-devices goes with --train-devices or --test-devices")
+    devices = SPLITS[split]
+    if args.train_devices or args.valid_devices or args.test_devices:
+        devices = custom_split(devices, args.train_devices, args.valid_devices, args.test_devices)
+    name = split if devices is SPLITS[split] else f"{devices.space}-custom"  # run_benchmark's name for it
+    out = Path(args.out or f"results/benchmark_{name}_{args.protocol}.json")
     check_output(str(out), make_folder=True)
     seeds = list(range(args.seeds))
-    result = run_benchmark(split, methods=args.methods, shots=args.shots, seeds=seeds, protocol=args.protocol,
+    result = run_benchmark(devices, methods=args.methods, shots=args.shots, seeds=seeds, protocol=args.protocol,
                            progress=not args.quiet, shot_selection=args.shot_selection)
-    print(f"\n## {split} ({result.space}), protocol {args.protocol}, {len(seeds)} seed(s): Spearman rho per test device\n")
+    print(f"\n## {name} ({result.space}), protocol {args.protocol}, {len(seeds)} seed(s): Spearman rho per test device"
+          + ("" if name == split else f"; meta-trained on {', '.join(devices.pool)}") + "\n")
     print(result.table())
     save_result(result, out)
     print(f"\nwrote {out}")
     if len(args.shots) > 1 and not args.no_plot:
         from ..evaluation.plots import sample_efficiency
 
-        png = sample_efficiency(result.summary(), out.with_suffix(".png"), title=f"{split} ({args.protocol})")
+        png = sample_efficiency(result.summary(), out.with_suffix(".png"), title=f"{name} ({args.protocol})")
         print(f"wrote {png}")
     return 0

@@ -115,6 +115,8 @@ class BenchmarkResult:
     shots: list[int]
     seeds: list[int]
     test_devices: list[str]
+    train_devices: list[str] = field(default_factory=list)  # the pool the methods meta-trained on
+    valid_devices: list[str] = field(default_factory=list)
     runs: list[dict] = field(default_factory=list)  # one row per method x seed x device x shots
     costs: list[dict] = field(default_factory=list)  # one row per method x seed
 
@@ -144,7 +146,8 @@ class BenchmarkResult:
 
     def to_json(self) -> dict:
         return {"split": self.split, "space": self.space, "protocol": self.protocol, "shots": self.shots,
-                "seeds": self.seeds, "test_devices": self.test_devices, "machine": platform.platform(),
+                "seeds": self.seeds, "test_devices": self.test_devices, "train_devices": self.train_devices,
+                "valid_devices": self.valid_devices, "machine": platform.platform(),
                 "summary": self.summary(), "runs": self.runs, "costs": self.costs}
 
     def ceilings(self) -> dict[str, float]:
@@ -183,14 +186,17 @@ def run_benchmark(split: str | DeviceSplit, methods: Sequence[str] = ("help+",),
     are labelled "(designed shots)"; the others still draw them)."""
     if shot_selection not in SELECTIONS:
         raise ValueError(f"unknown shot_selection {shot_selection!r}; use one of {list(SELECTIONS)}")
-    split_name = split if isinstance(split, str) else "custom"
+    split_name = split if isinstance(split, str) else f"{split.space}-custom"
     split = get_split(split) if isinstance(split, str) else split
     data = data if data is not None else load_help_data(split.space)
+    for device in split.train + split.valid + split.test:
+        data.device_index(device)  # an unknown device: an error naming it, before any work
     factories = method_factories()
     unknown = [m for m in methods if parse_method_spec(m)[0] not in factories]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: {sorted(factories)}")
-    result = BenchmarkResult(split_name, split.space, protocol, list(shots), list(seeds), list(split.test))
+    result = BenchmarkResult(split_name, split.space, protocol, list(shots), list(seeds), list(split.test),
+                             list(split.train), list(split.valid))
     ref = data.reference_rows
     for seed in seeds:
         meta_rows, eval_rows = arch_split(data, seed, meta_fraction)
