@@ -3,6 +3,7 @@
     python benchmarks/constraints.py            # ~30 s on 2 vCPUs
     python benchmarks/constraints.py --tables   # also HELP Table 4 (metad2a_table4.py) and Table 5 (ofa_table5.py)
     python benchmarks/constraints.py --splits fbnet-adversarial --out results/constraints_adversarial.json
+    python benchmarks/constraints.py --splits fbnet --test-devices pixel3,samsung_s7 --out results/constraints_own.json
 
 The shipped help+ model of each space is adapted to each of its split's test devices with the 10 reference
 archs + 10 others chosen by ``HELPEstimator.select_shots`` among a random half of the device's archs (the
@@ -100,6 +101,10 @@ def main() -> None:
                         "any other split, e.g. fbnet-adversarial, meta-trains help+ on its pool first "
                         "(HELPEstimator.meta_train, under a second), whose bounds then use the fallback multiplier: "
                         "the shipped constants belong to the shipped models")
+    p.add_argument("--test-devices", help="comma-separated: a split of your own, these devices out of the (one) "
+                                          "--splits' pool and scored; help+ meta-trains on the rest of the pool "
+                                          "(the fallback multiplier, as for any model the user meta-trains)")
+    p.add_argument("--train-devices", help="with --test-devices: the pool instead (comma-separated)")
     p.add_argument("--seeds", type=int, default=5, help="adaptations per device (default 5)")
     p.add_argument("--pick-seeds", type=int, default=3, help="of which used for the adversarial picks (default 3)")
     p.add_argument("--shots", type=int, default=10)
@@ -111,12 +116,20 @@ def main() -> None:
     args = p.parse_args()
     t_start = time.perf_counter()
 
+    if args.train_devices and not args.test_devices:
+        p.error("--train-devices goes with --test-devices")
+    if args.test_devices and "," in args.splits:
+        p.error("--test-devices makes a split of one of --splits: name one (e.g. --splits nasbench201)")
     rows, curves, sweeps = [], {r: [] for r in ("calibrated", "mean+z*std")}, {r: [] for r in RULES}
     for split_name in args.splits.split(","):
         split = get_split(split_name)
+        if args.test_devices:
+            split = split.with_devices(args.train_devices and args.train_devices.split(","), None,
+                                       args.test_devices.split(","))
+            split_name = f"{split.space}-custom"
         space, data = split.space, load_help_data(split.space)
         est = (HELPEstimator.pretrained(space) if split_name == space
-               else HELPEstimator.meta_train(space, data, split=split_name))
+               else HELPEstimator.meta_train(space, data, split.train, split.valid))
         objectives = objective_values(data)
         with torch_threads(1):
             adaptations = [simulate_adaptation(est, data, device, seed, args.shots, with_std=True,

@@ -47,24 +47,6 @@ def add_parser(sub, common):
     p.set_defaults(run=run)
 
 
-def custom_split(base, train, valid, test):
-    """The named split ``base`` (a :class:`~help_plugin.data.DeviceSplit`) with the device lists given (``None``:
-    not given): ``train`` replaces its pool (and then ``valid`` defaults to none); ``test`` alone takes those devices
-    out of its pool."""
-    from ..data import DeviceSplit
-
-    test = tuple(test) if test else base.test
-    if train:
-        train, valid = tuple(train), tuple(valid or ())
-    else:
-        train = tuple(d for d in base.train if d not in test)
-        valid = tuple(valid) if valid else tuple(d for d in base.valid if d not in test)
-    repeated = sorted({d for devices in (train, valid, test) for d in devices if devices.count(d) > 1})
-    if repeated:
-        raise ValueError(f"device(s) {repeated} listed twice")
-    return DeviceSplit(base.space, train, valid, test)
-
-
 def run(args) -> int:
     from ..data import SPLITS
     from ..evaluation import run_benchmark, save_result
@@ -83,7 +65,7 @@ def run(args) -> int:
         raise ValueError("--valid-devices goes with --train-devices or --test-devices")
     devices = SPLITS[split]
     if args.train_devices or args.valid_devices or args.test_devices:
-        devices = custom_split(devices, args.train_devices, args.valid_devices, args.test_devices)
+        devices = devices.with_devices(args.train_devices, args.valid_devices, args.test_devices)
     name = split if devices is SPLITS[split] else f"{devices.space}-custom"  # run_benchmark's name for it
     out = Path(args.out or f"results/benchmark_{name}_{args.protocol}.json")
     check_output(str(out), make_folder=True)

@@ -20,6 +20,21 @@ class DeviceSplit:
         if not self.train:
             raise ValueError("a split needs at least one meta-training device")
 
+    def with_devices(self, train=None, valid=None, test=None) -> "DeviceSplit":
+        """This split with the device lists given replaced (``None``: not given): ``train`` replaces the pool (and
+        then ``valid`` defaults to none); ``test`` alone takes those devices out of the pool (e.g. one of
+        Multi-Predict's random device subsets). ``ValueError`` for a device listed twice."""
+        test = tuple(test) if test else self.test
+        if train:
+            train, valid = tuple(train), tuple(valid or ())
+        else:
+            train = tuple(d for d in self.train if d not in test)
+            valid = tuple(valid) if valid else tuple(d for d in self.valid if d not in test)
+        repeated = sorted({d for devices in (train, valid, test) for d in devices if devices.count(d) > 1})
+        if repeated:
+            raise ValueError(f"device(s) {repeated} listed twice")
+        return DeviceSplit(self.space, train, valid, test)
+
     @property
     def pool(self) -> tuple[str, ...]:
         """Every device the split lets a method learn from (meta-training, then meta-validation)."""
