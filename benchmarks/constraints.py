@@ -11,9 +11,9 @@ product's default; ``--shot-selection random``: drawn at random), 20 measurement
 other recorded architecture of the device is a query with known latency (:mod:`help_plugin.evaluation.constraints`). Three rules:
 
 * ``calibrated``: the leave-one-out bound with the shipped meta-calibration constants
-  (``help_plugin/pretrained/calibration.json``; for a split without a shipped model, ``--splits``, the fallback
-  multiplier of a model meta-trained by the user): the marginal bound for coverage, the selection-aware one
-  (``LatencyConstraint``'s default) for the picks;
+  (``help_plugin/pretrained/calibration.json``, which a model meta-trained with the shipped settings on another
+  pool carries too, as for any split but the default ones): the marginal bound for coverage, the
+  selection-aware one (``LatencyConstraint``'s default) for the picks;
 * ``mean``: HELP's rule, the mean prediction;
 * ``mean+z*std``: the previous margin, the ridge head's predictive std times the normal quantile.
 
@@ -99,11 +99,9 @@ def main() -> None:
     p.add_argument("--splits", default="nasbench201,fbnet,ofa",
                    help="device splits (default: the three spaces' default splits, scored with the shipped models); "
                         "any other split, e.g. fbnet-adversarial, meta-trains help+ on its pool first "
-                        "(HELPEstimator.meta_train, under a second), whose bounds then use the fallback multiplier: "
-                        "the shipped constants belong to the shipped models")
+                        "(HELPEstimator.meta_train with the shipped settings, under a second: the same constants)")
     p.add_argument("--test-devices", help="comma-separated: a split of your own, these devices out of the (one) "
-                                          "--splits' pool and scored; help+ meta-trains on the rest of the pool "
-                                          "(the fallback multiplier, as for any model the user meta-trains)")
+                                          "--splits' pool and scored; help+ meta-trains on the rest of the pool")
     p.add_argument("--train-devices", help="with --test-devices: the pool instead (comma-separated)")
     p.add_argument("--seeds", type=int, default=5, help="adaptations per device (default 5)")
     p.add_argument("--pick-seeds", type=int, default=3, help="of which used for the adversarial picks (default 3)")

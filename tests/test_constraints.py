@@ -92,7 +92,7 @@ def test_adversarial_picks_and_multipliers_on_a_toy_device():
 
 
 # ------------------------------------------------------------------ shipped constants
-def test_shipped_models_carry_their_constants_and_others_use_the_t_rule(fbnet):
+def test_shipped_models_and_models_of_their_settings_carry_the_constants_others_use_the_t_rule(fbnet):
     shipped = json.loads((PRETRAINED_DIR / "calibration.json").read_text())["help+"]
     for space in shipped["info"]["spaces"]:
         learner = HELPEstimator.pretrained(space).meta_model
@@ -105,9 +105,15 @@ def test_shipped_models_carry_their_constants_and_others_use_the_t_rule(fbnet):
     rows = np.concatenate([fbnet.reference_rows, np.arange(10)])
     est = HELPEstimator.meta_train("fbnet", fbnet, get_split("fbnet").train[:4], steps=30, ensemble=1, hidden=16)
     est.fit(fbnet.archs[rows], lat[rows])
-    assert est.meta_model.calibration is None
+    assert est.meta_model.calibration is None  # other settings: the constants were not derived for them
     assert est.calibration().multiplier(0.95, selection=True) == est.calibration().multiplier(0.95) == pytest.approx(
         t_multiplier(0.95, 20))
+    # the shipped settings on a pool of one's own, any seed: the constants belong to the method, not to one pool
+    own = HELPEstimator("fbnet", seed=3).meta_fit(fbnet, get_split("fbnet").train[:4])
+    assert own.meta_model.calibration == MetaCalibration.from_dict(shipped)
+    own.fit(fbnet.archs[rows], lat[rows])
+    assert own.calibration().multiplier(0.95, selection=True) == pytest.approx(
+        MetaCalibration.from_dict(shipped).for_shots("random").multiplier(0.95, selection=True))
 
 
 def test_help_plus_leaves_out_any_measurement_and_help_only_shots(fbnet):

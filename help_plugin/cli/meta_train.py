@@ -51,5 +51,6 @@ def run(args) -> int:
     learner = est.meta_model
     emit({"space": space, "method": args.method, "train_devices": list(learner.train_devices),
           "valid_devices": list(learner.valid_devices), "meta_train_seconds": round(learner.meta_train_seconds, 2),
+          "bound_multipliers": "t-rule" if learner.calibration is None else "meta-calibrated (calibration.json)",
           "model": args.out}, None)
     return 0

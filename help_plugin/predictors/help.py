@@ -54,8 +54,9 @@ class HELPEstimator(LatencyEstimator):
     Calibrated bounds (:meth:`predict_upper`) come from the learner's leave-one-out heads
     (:meth:`~help_plugin.predictors.learners.MetaLearner.leave_one_out`) with the multipliers of
     ``meta_model.calibration``: the shipped models carry constants derived by leave-one-device-out on
-    their pools (``benchmarks/meta_calibration.py``); a model meta-trained here has none and uses the
-    t-rule (:func:`~help_plugin.predictors.calibration.t_multiplier`).
+    their pools (``benchmarks/meta_calibration.py``), and so does a model meta-trained here with the same settings
+    on a space they were derived on (:func:`~help_plugin.predictors.calibration.shipped_constants`); any other
+    uses the t-rule (:func:`~help_plugin.predictors.calibration.t_multiplier`).
     """
 
     def __init__(self, space: str | SearchSpace = "nasbench201", method: str = "help+",
@@ -101,6 +102,7 @@ class HELPEstimator(LatencyEstimator):
             raise ValueError("meta-training needs the data's reference architectures (reference_rows)")
         learner = make_learner(self.method, self.space, self.options, seed=self.seed)
         self.meta_model = learner.meta_fit(data, train_devices, valid_devices, arch_rows=arch_rows, progress=progress)
+        learner.calibration = shipped_constants(PRETRAINED_DIR, learner.method, self.space.name, learner.config.to_dict())
         self._forget_device()
         log.info("meta-trained %s on %s in %.1f s", self.method, self.space.name, learner.meta_train_seconds)
         return self

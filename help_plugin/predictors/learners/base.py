@@ -66,7 +66,8 @@ class MetaLearner(abc.ABC):
     ``[n_reference, arch_length]`` (the architectures every new device must time first),
     ``train_devices``, ``valid_devices``, ``meta_train_seconds``, ``calibration`` (the
     :class:`~help_plugin.predictors.calibration.MetaCalibration` constants of calibrated bounds where
-    they were derived for this model, e.g. the shipped ones; ``None``: the t-rule).
+    they were derived for this method and its settings (the shipped ones, set by ``HELPEstimator``); ``None``: the
+    t-rule).
     """
 
     method: str = ""
@@ -99,7 +100,7 @@ class MetaLearner(abc.ABC):
             self._meta_fit(data, tuple(train_devices), tuple(valid_devices), rows, progress)
         self.train_devices, self.valid_devices = tuple(train_devices), tuple(valid_devices)
         self.meta_train_seconds = time.perf_counter() - t0
-        self.calibration = None  # constants derived for another model do not apply
+        self.calibration = None  # HELPEstimator.meta_fit sets the constants where they apply
         return self
 
     @abc.abstractmethod
