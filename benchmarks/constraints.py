@@ -4,6 +4,7 @@
     python benchmarks/constraints.py --tables   # also HELP Table 4 (metad2a_table4.py) and Table 5 (ofa_table5.py)
     python benchmarks/constraints.py --splits fbnet-adversarial --out results/constraints_adversarial.json
     python benchmarks/constraints.py --splits fbnet --test-devices pixel3,samsung_s7 --out results/constraints_own.json
+    python benchmarks/constraints.py --random-splits 4 --out results/constraints_random_splits.json
 
 The shipped help+ model of each space is adapted to each of its split's test devices with the 10 reference
 archs + 10 others chosen by ``HELPEstimator.select_shots`` among a random half of the device's archs (the
@@ -46,7 +47,7 @@ from help_plugin.evaluation.constraints import (
 )
 from scipy.stats import norm
 
-from help_plugin import HELPEstimator, get_split, load_help_data
+from help_plugin import DeviceSplit, HELPEstimator, get_split, load_help_data
 from help_plugin.predictors import torch_threads
 from help_plugin.predictors.shot_design import SELECTIONS
 
@@ -94,6 +95,56 @@ def run_tables() -> dict:
     return out
 
 
+#: Seed of ``--random-splits``' draws (split ``k`` draws with ``[RANDOM_SPLIT_SEED, k]``).
+RANDOM_SPLIT_SEED = 200
+
+
+def splits_to_score(args) -> list[tuple[str, DeviceSplit]]:
+    """``(name, split)`` pairs: the named ``--splits``, one split of one's own (``--test-devices``), or
+    ``--random-splits`` halves of each named split's pool."""
+    out = []
+    for name in args.splits.split(","):
+        split = get_split(name)
+        if args.test_devices:
+            out.append((f"{split.space}-custom", split.with_devices(
+                args.train_devices and args.train_devices.split(","), None, args.test_devices.split(","))))
+        elif args.random_splits:
+            for k in range(args.random_splits):
+                half = set(np.random.default_rng([RANDOM_SPLIT_SEED, k]).choice(split.pool, len(split.pool) // 2,
+                                                                                 replace=False).tolist())
+                out.append((f"{split.space}-random{k}", split.with_devices(
+                    [d for d in split.pool if d in half], None, [d for d in split.pool if d not in half])))
+        else:
+            out.append((name, split))
+    return out
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per rule, over the device ``rows``: coverage (mean, worst seed), devices in the goal bands, width, the
+    picks meeting the limit (and the worst device's share), the objective ratio."""
+    summary = {}
+    for rule in RULES:
+        r = [row[rule] for row in rows]
+        met, n = sum(x["met"] for x in r), sum(x["picks"] for x in r)
+        summary[rule] = {
+            "cov90_mean": float(np.mean([x["cov90"] for x in r])), "cov90_worst": min(x["cov90_worst"] for x in r),
+            "cov95_mean": float(np.mean([x["cov95"] for x in r])), "cov95_worst": min(x["cov95_worst"] for x in r),
+            "devices_cov95_in_93_98.5": sum(0.93 <= x["cov95"] <= 0.985 for x in r),
+            "devices_cov90_in_88_93.5": sum(0.88 <= x["cov90"] <= 0.935 for x in r),
+            "devices": len(r), "width95": float(np.median([x["width95"] for x in r])), "picks": n, "met": met,
+            "met_worst_device": min(x["met"] / x["picks"] for x in r),
+            "objective_ratio": float(np.mean([x["objective_ratio"] for x in r]))}
+    return summary
+
+
+def summary_cells(s: dict) -> str:
+    """One :func:`summarise` rule as Markdown cells."""
+    return (f"{100 * s['cov90_mean']:.1f} ({100 * s['cov90_worst']:.1f}) | {s['devices_cov90_in_88_93.5']}/{s['devices']} | "
+            f"{100 * s['cov95_mean']:.1f} ({100 * s['cov95_worst']:.1f}) | {s['devices_cov95_in_93_98.5']}/{s['devices']} | "
+            f"{s['width95']:.3f} | {s['met']}/{s['picks']} = {100 * s['met'] / s['picks']:.1f} % "
+            f"({100 * s['met_worst_device']:.0f} %) | {s['objective_ratio']:.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--splits", default="nasbench201,fbnet,ofa",
@@ -103,6 +154,9 @@ def main() -> None:
     p.add_argument("--test-devices", help="comma-separated: a split of your own, these devices out of the (one) "
                                           "--splits' pool and scored; help+ meta-trains on the rest of the pool")
     p.add_argument("--train-devices", help="with --test-devices: the pool instead (comma-separated)")
+    p.add_argument("--random-splits", type=int, default=0,
+                   help="instead: N splits of each --splits' pool, a random half of its devices meta-training and the "
+                        "other half scored (as Multi-Predict's random device subsets); one summary row per split")
     p.add_argument("--seeds", type=int, default=5, help="adaptations per device (default 5)")
     p.add_argument("--pick-seeds", type=int, default=3, help="of which used for the adversarial picks (default 3)")
     p.add_argument("--shots", type=int, default=10)
@@ -118,13 +172,10 @@ def main() -> None:
         p.error("--train-devices goes with --test-devices")
     if args.test_devices and "," in args.splits:
         p.error("--test-devices makes a split of one of --splits: name one (e.g. --splits nasbench201)")
+    if args.random_splits and args.test_devices:
+        p.error("--random-splits draws the test devices: leave out --test-devices")
     rows, curves, sweeps = [], {r: [] for r in ("calibrated", "mean+z*std")}, {r: [] for r in RULES}
-    for split_name in args.splits.split(","):
-        split = get_split(split_name)
-        if args.test_devices:
-            split = split.with_devices(args.train_devices and args.train_devices.split(","), None,
-                                       args.test_devices.split(","))
-            split_name = f"{split.space}-custom"
+    for split_name, split in splits_to_score(args):
         space, data = split.space, load_help_data(split.space)
         est = (HELPEstimator.pretrained(space) if split_name == space
                else HELPEstimator.meta_train(space, data, split.train, split.valid))
@@ -154,19 +205,9 @@ def main() -> None:
                                              for pk in picked], axis=(0, 1)))
         print(f"{split_name}: {len(adaptations)} adaptations, {time.perf_counter() - t_start:.0f} s", flush=True)
 
-    summary = {}
-    for rule in RULES:
-        r = [row[rule] for row in rows]
-        met, n = sum(x["met"] for x in r), sum(x["picks"] for x in r)
-        summary[rule] = {
-            "cov90_mean": float(np.mean([x["cov90"] for x in r])), "cov90_worst": min(x["cov90_worst"] for x in r),
-            "cov95_mean": float(np.mean([x["cov95"] for x in r])), "cov95_worst": min(x["cov95_worst"] for x in r),
-            "devices_cov95_in_93_98.5": sum(0.93 <= x["cov95"] <= 0.985 for x in r),
-            "devices_cov90_in_88_93.5": sum(0.88 <= x["cov90"] <= 0.935 for x in r),
-            "width95": float(np.median([x["width95"] for x in r])), "picks": n, "met": met,
-            "met_worst_device": min(x["met"] / x["picks"] for x in r),
-            "objective_ratio": float(np.mean([x["objective_ratio"] for x in r]))}
-    report = {"settings": vars(args) | {"out": str(args.out)}, "rows": rows, "summary": summary,
+    summary = summarise(rows)
+    per_split = {name: summarise([r for r in rows if r["split"] == name]) for name in dict.fromkeys(r["split"] for r in rows)}
+    report = {"settings": vars(args) | {"out": str(args.out)}, "rows": rows, "summary": summary, "per_split": per_split,
               "coverage_vs_nominal": {"nominal": list(NOMINAL), **{k: np.mean(v, 0).tolist() for k, v in curves.items()}},
               "hits_vs_limit": {"percentiles": list(SWEEP), **{k: np.mean(v, 0).tolist() for k, v in sweeps.items()}}}
     if args.tables:
@@ -185,20 +226,28 @@ def main() -> None:
     n_dev = len(rows)
     print(f"\n{n_dev} test devices, {args.seeds} adaptations of {2 * args.shots} measurements each; cells: coverage "
           "% mean (worst seed) | median upper95 / prediction | adversarial picks meeting the limit | objective ratio\n")
-    print("| split | device | " + " | ".join(f"{r}: cov90 | cov95 | width | met | obj" for r in RULES) + " |")
-    print("|---|---|" + "---|" * 5 * len(RULES))
-    for row in rows:
-        print(f"| {row['split']} | {row['device']} | " + " | ".join(
-            f"{100 * x['cov90']:.1f} ({100 * x['cov90_worst']:.0f}) | {100 * x['cov95']:.1f} "
-            f"({100 * x['cov95_worst']:.0f}) | {x['width95']:.3f} | {x['met']}/{x['picks']} | {x['objective_ratio']:.2f}"
-            for x in (row[r] for r in RULES)) + " |")
-    print("\n| rule | cov90 mean (worst seed) | devices 88-93.5 % | cov95 mean (worst seed) | devices 93-98.5 % | "
-          "width95 | picks met (worst device) | objective ratio |\n|---|---|---|---|---|---|---|---|")
-    for rule, s in summary.items():
-        print(f"| {rule} | {100 * s['cov90_mean']:.1f} ({100 * s['cov90_worst']:.1f}) | "
-              f"{s['devices_cov90_in_88_93.5']}/{n_dev} | {100 * s['cov95_mean']:.1f} ({100 * s['cov95_worst']:.1f}) | "
-              f"{s['devices_cov95_in_93_98.5']}/{n_dev} | {s['width95']:.3f} | {s['met']}/{s['picks']} = "
-              f"{100 * s['met'] / s['picks']:.1f} % ({100 * s['met_worst_device']:.0f} %) | {s['objective_ratio']:.2f} |")
+    if not args.random_splits:
+        print("| split | device | " + " | ".join(f"{r}: cov90 | cov95 | width | met | obj" for r in RULES) + " |")
+        print("|---|---|" + "---|" * 5 * len(RULES))
+        for row in rows:
+            print(f"| {row['split']} | {row['device']} | " + " | ".join(
+                f"{100 * x['cov90']:.1f} ({100 * x['cov90_worst']:.0f}) | {100 * x['cov95']:.1f} "
+                f"({100 * x['cov95_worst']:.0f}) | {x['width95']:.3f} | {x['met']}/{x['picks']} | {x['objective_ratio']:.2f}"
+                for x in (row[r] for r in RULES)) + " |")
+    head = ("cov90 mean (worst seed) | devices 88-93.5 % | cov95 mean (worst seed) | devices 93-98.5 % | width95 | "
+            "picks met (worst device) | objective ratio |")
+    if args.random_splits:
+        print("| split (scored devices) | rule | " + head + "\n|---|---|---|---|---|---|---|---|---|")
+        for name, by_rule in per_split.items():
+            tested = ", ".join(r["device"] for r in rows if r["split"] == name)
+            for rule in ("calibrated", "mean"):
+                print(f"| {name} ({tested}) | {rule} | {summary_cells(by_rule[rule])} |")
+        met = [100 * x["calibrated"]["met"] / x["calibrated"]["picks"] for x in per_split.values()]
+        print(f"\ncalibrated picks meeting the limit in >= 95 % of cases: {sum(m >= 95 for m in met)}/{len(met)} splits "
+              f"(range {min(met):.1f}-{max(met):.1f} %)")
+    print("\n| rule | " + head + "\n|---|---|---|---|---|---|---|---|")
+    for rule, summ in summary.items():
+        print(f"| {rule} | {summary_cells(summ)} |")
     if args.tables:
         t4, t5 = report["tables"]["table4"], report["tables"]["table5"]
         print("\n| HELP table | HELP's rule (mean) | 95 % selection-aware bound |\n|---|---|---|")
