@@ -33,6 +33,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,23 +100,24 @@ def run_tables() -> dict:
 RANDOM_SPLIT_SEED = 200
 
 
-def splits_to_score(args) -> list[tuple[str, DeviceSplit]]:
-    """``(name, split)`` pairs: the named ``--splits``, one split of one's own (``--test-devices``), or
-    ``--random-splits`` halves of each named split's pool."""
+def splits_to_score(args) -> list[DeviceSplit]:
+    """The named ``--splits``, one split of one's own (``--test-devices``), or ``--random-splits`` halves of each
+    named split's pool (named ``{space}-random{k}``)."""
     out = []
     for name in args.splits.split(","):
         split = get_split(name)
         if args.test_devices:
-            out.append((f"{split.space}-custom", split.with_devices(
-                args.train_devices and args.train_devices.split(","), None, args.test_devices.split(","))))
+            out.append(split.with_devices(args.train_devices and args.train_devices.split(","), None,
+                                          args.test_devices.split(",")))
         elif args.random_splits:
             for k in range(args.random_splits):
                 half = set(np.random.default_rng([RANDOM_SPLIT_SEED, k]).choice(split.pool, len(split.pool) // 2,
                                                                                  replace=False).tolist())
-                out.append((f"{split.space}-random{k}", split.with_devices(
-                    [d for d in split.pool if d in half], None, [d for d in split.pool if d not in half])))
+                out.append(replace(split.with_devices([d for d in split.pool if d in half], None,
+                                                      [d for d in split.pool if d not in half]),
+                                   name=f"{split.space}-random{k}"))
         else:
-            out.append((name, split))
+            out.append(split)
     return out
 
 
@@ -175,8 +177,8 @@ def main() -> None:
     if args.random_splits and args.test_devices:
         p.error("--random-splits draws the test devices: leave out --test-devices")
     rows, curves, sweeps = [], {r: [] for r in ("calibrated", "mean+z*std")}, {r: [] for r in RULES}
-    for split_name, split in splits_to_score(args):
-        space, data = split.space, load_help_data(split.space)
+    for split in splits_to_score(args):
+        split_name, space, data = split.name, split.space, load_help_data(split.space)
         est = (HELPEstimator.pretrained(space) if split_name == space
                else HELPEstimator.meta_train(space, data, split.train, split.valid))
         objectives = objective_values(data)

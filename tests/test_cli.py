@@ -54,6 +54,7 @@ def test_benchmark_protocol_small(nb201):
     with pytest.raises(ValueError, match="unknown option"):
         run_benchmark("nasbench201", methods=["help+:ensembles=2"], shots=[10], seeds=[0], data=nb201)
 
+
 def test_benchmark_on_a_device_split_of_ones_own(tmp_path, capsys):
     """--test-devices alone: the named split's pool less those devices meta-trains, and the JSON says which."""
     out = tmp_path / "b.json"

@@ -22,6 +22,9 @@ def test_named_splits_refer_to_existing_devices():
             assert d in available, (name, d)
     adv = get_split("fbnet-adversarial")
     assert len(adv.train) == 15 and all(d.split("_")[-1] in ("1", "32", "64") for d in adv.train)
+    assert all(split.name == name for name, split in SPLITS.items())  # results are labelled with it
+    own = adv.with_devices(test=["pixel2"])
+    assert own.name == "fbnet-custom" and own.test == ("pixel2",) and own.train == adv.train
 
 
 def test_bad_split_and_device_names(nb201):

@@ -66,7 +66,7 @@ def run(args) -> int:
     devices = SPLITS[split]
     if args.train_devices or args.valid_devices or args.test_devices:
         devices = devices.with_devices(args.train_devices, args.valid_devices, args.test_devices)
-    name = split if devices is SPLITS[split] else f"{devices.space}-custom"  # run_benchmark's name for it
+    name = devices.name
     out = Path(args.out or f"results/benchmark_{name}_{args.protocol}.json")
     check_output(str(out), make_folder=True)
     seeds = list(range(args.seeds))

@@ -1,19 +1,23 @@
 """Named device splits: which devices meta-train, meta-validate and meta-test, per space."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
 class DeviceSplit:
-    """Which devices meta-train, meta-validate and meta-test, for one space."""
+    """Which devices meta-train, meta-validate and meta-test, for one space; ``name`` labels results (a named
+    split's key in :data:`SPLITS`; default ``"{space}-custom"``)."""
 
     space: str
     train: tuple[str, ...]
     valid: tuple[str, ...]
     test: tuple[str, ...]
+    name: str = ""
 
     def __post_init__(self):
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.space}-custom")
         overlap = (set(self.train) | set(self.valid)) & set(self.test)
         if overlap:
             raise ValueError(f"devices {sorted(overlap)} are both meta-training/validation and test devices")
@@ -33,7 +37,7 @@ class DeviceSplit:
         repeated = sorted({d for devices in (train, valid, test) for d in devices if devices.count(d) > 1})
         if repeated:
             raise ValueError(f"device(s) {repeated} listed twice")
-        return DeviceSplit(self.space, train, valid, test)
+        return DeviceSplit(self.space, train, valid, test)  # a split of one's own: named "{space}-custom"
 
     @property
     def pool(self) -> tuple[str, ...]:
@@ -48,7 +52,7 @@ def _csv(s: str) -> tuple[str, ...]:
 _GPU15 = tuple(f"{g}_{b}" for g in ("1080ti", "2080ti", "titan_rtx", "titanx", "titanxp") for b in (1, 32, 64))
 
 #: Named splits: HELP's defaults (its README / Table 3) and the adversarial FBNet split.
-SPLITS: dict[str, DeviceSplit] = {
+SPLITS: dict[str, DeviceSplit] = {name: replace(split, name=name) for name, split in {
     "nasbench201": DeviceSplit(
         "nasbench201",
         _csv("1080ti_1,1080ti_32,1080ti_256,silver_4114,silver_4210r,samsung_a50,pixel3,essential_ph_1,samsung_s7"),
@@ -66,7 +70,7 @@ SPLITS: dict[str, DeviceSplit] = {
         _csv("2080ti_1,2080ti_32,2080ti_64,titan_xp_1,titan_xp_32,titan_xp_64,v100_1,v100_32,v100_64"),
         _csv("titan_rtx_1,titan_rtx_32"),
         _csv("titan_rtx_64")),
-}
+}.items()}
 
 
 def get_split(name: str) -> DeviceSplit:

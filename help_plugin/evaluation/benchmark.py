@@ -186,7 +186,6 @@ def run_benchmark(split: str | DeviceSplit, methods: Sequence[str] = ("help+",),
     are labelled "(designed shots)"; the others still draw them)."""
     if shot_selection not in SELECTIONS:
         raise ValueError(f"unknown shot_selection {shot_selection!r}; use one of {list(SELECTIONS)}")
-    split_name = split if isinstance(split, str) else f"{split.space}-custom"
     split = get_split(split) if isinstance(split, str) else split
     data = data if data is not None else load_help_data(split.space)
     for device in split.train + split.valid + split.test:
@@ -195,7 +194,7 @@ def run_benchmark(split: str | DeviceSplit, methods: Sequence[str] = ("help+",),
     unknown = [m for m in methods if parse_method_spec(m)[0] not in factories]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: {sorted(factories)}")
-    result = BenchmarkResult(split_name, split.space, protocol, list(shots), list(seeds), list(split.test),
+    result = BenchmarkResult(split.name, split.space, protocol, list(shots), list(seeds), list(split.test),
                              list(split.train), list(split.valid))
     ref = data.reference_rows
     for seed in seeds:
