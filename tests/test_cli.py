@@ -81,15 +81,16 @@ def test_meta_train_on_own_tidy_table(tmp_path, capsys, fbnet):
     (tmp_path / "refs.txt").write_text("\n".join(fbnet.space.format(a) for a in fbnet.archs[fbnet.reference_rows]))
     assert main(["meta-train", "--space", "fbnet", "--measurements", str(tmp_path / "pool.csv"),
                  "--reference-archs", str(tmp_path / "refs.txt"), "--train-devices", "fpga,raspi4",
-                 "--valid-devices", "eyeriss", "--steps", "200", "--out", str(tmp_path / "own.safetensors"),
-                 "--quiet"]) == 0
-    assert json.loads(capsys.readouterr().out)["bound_multipliers"] == "t-rule"  # settings of its own
+                 "--valid-devices", "eyeriss", "--method", "help", "--steps", "200",
+                 "--out", str(tmp_path / "own.safetensors"), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["bound_multipliers"] == "t-rule"  # no constants for HELP's method
     est = HELPEstimator.load(tmp_path / "own.safetensors")
     assert est.meta_model.train_devices == ("fpga", "raspi4") and est.meta_model.valid_devices == ("eyeriss",)
     assert est.reference_archs == [fbnet.space.format(a) for a in fbnet.archs[fbnet.reference_rows]]
     assert main(["meta-train", "--space", "fbnet", "--measurements", str(tmp_path / "pool.csv"),
                  "--reference-archs", str(tmp_path / "refs.txt"), "--train-devices", "fpga,raspi4",
-                 "--out", str(tmp_path / "own.safetensors"), "--quiet"]) == 0  # the shipped settings
+                 "--steps", "200", "--out", str(tmp_path / "own.safetensors"), "--quiet"]) == 0
+    # the shipped settings: help+'s default groups leave the MLPs, and so --steps, out
     assert json.loads(capsys.readouterr().out)["bound_multipliers"] == "meta-calibrated (calibration.json)"
     assert HELPEstimator.load(tmp_path / "own.safetensors").meta_model.calibration is not None  # saved with it
 

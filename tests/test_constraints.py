@@ -103,13 +103,18 @@ def test_shipped_models_and_models_of_their_settings_carry_the_constants_others_
     assert 0 < c.multiplier(0.9) < c.multiplier(0.95) < c.multiplier(0.95, selection=True)
     lat = fbnet.latency("eyeriss")
     rows = np.concatenate([fbnet.reference_rows, np.arange(10)])
-    est = HELPEstimator.meta_train("fbnet", fbnet, get_split("fbnet").train[:4], steps=30, ensemble=1, hidden=16)
+    pool = get_split("fbnet").train[:4]
+    est = HELPEstimator.meta_train("fbnet", fbnet, pool, lut_ridge=1e-2)
     est.fit(fbnet.archs[rows], lat[rows])
     assert est.meta_model.calibration is None  # other settings: the constants were not derived for them
     assert est.calibration().multiplier(0.95, selection=True) == est.calibration().multiplier(0.95) == pytest.approx(
         t_multiplier(0.95, 20))
-    # the shipped settings on a pool of one's own, any seed: the constants belong to the method, not to one pool
-    own = HELPEstimator("fbnet", seed=3).meta_fit(fbnet, get_split("fbnet").train[:4])
+    with_mlps = HELPEstimator.meta_train("fbnet", fbnet, pool, groups=("flops", "cost3", "detail", "luts", "mlp"),
+                                         steps=30, ensemble=1, hidden=16)
+    assert with_mlps.meta_model.calibration is None  # MLP settings count where the groups use the MLPs
+    # the shipped settings on a pool of one's own, any seed, MLP settings its groups leave unused: the constants
+    # belong to the method, not to one pool
+    own = HELPEstimator("fbnet", seed=3, options={"steps": 30}).meta_fit(fbnet, pool)
     assert own.meta_model.calibration == MetaCalibration.from_dict(shipped)
     own.fit(fbnet.archs[rows], lat[rows])
     assert own.calibration().multiplier(0.95, selection=True) == pytest.approx(

@@ -117,27 +117,21 @@ class MetaCalibration:
 SHIPPED_CONSTANTS = "calibration.json"
 
 
-#: Settings that do not change what a model learns from its pool (which draw, how many threads): constants derived
-#: for one value apply to any.
-_NOT_LEARNED = ("seed", "train_threads")
-
-
-def shipped_constants(directory, method: str, space: str, config: dict) -> MetaCalibration | None:
-    """The constants ``benchmarks/meta_calibration.py`` derived for ``method`` models of ``space`` meta-trained
-    with ``config``, else ``None`` (they would not apply). They were learned from models meta-trained on pools
-    other than the shipped one (each pool device left out in turn), so they belong to the method and its settings,
-    not to one pool: a model the user meta-trains with the same settings (any seed) on their own pool of a space
-    among ``info.spaces`` gets them too."""
+def shipped_constants(directory, learner) -> MetaCalibration | None:
+    """The constants ``benchmarks/meta_calibration.py`` derived for models of ``learner``'s method and space
+    meta-trained with its settings, else ``None`` (they would not apply). They were learned from models meta-trained
+    on pools other than the shipped one (each pool device left out in turn), so they belong to the method and its
+    settings, not to one pool: a model the user meta-trains with the same
+    :meth:`~help_plugin.predictors.learners.LearnerConfig.learned_settings` (any seed; help+'s MLP settings where
+    its groups leave the MLPs out) on their own pool of a space among ``info.spaces`` gets them too."""
     path = directory / SHIPPED_CONSTANTS
     if not path.exists():
         return None
-    entry = json.loads(path.read_text()).get(method)
-    if entry is None or space not in entry["info"]["spaces"]:
+    entry = json.loads(path.read_text()).get(learner.method)
+    if entry is None or learner.space.name not in entry["info"]["spaces"]:
         return None
-    def learned(c: dict) -> dict:
-        return {k: v for k, v in json.loads(json.dumps(c)).items() if k not in _NOT_LEARNED}  # JSON: tuples are lists
-
-    if learned(entry["info"]["config"]) != learned(config):
+    derived_for = type(learner.config)(**entry["info"]["config"])
+    if derived_for.learned_settings(learner.space) != learner.config.learned_settings(learner.space):
         return None
     return MetaCalibration.from_dict(entry)
 

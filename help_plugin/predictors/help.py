@@ -102,7 +102,7 @@ class HELPEstimator(LatencyEstimator):
             raise ValueError("meta-training needs the data's reference architectures (reference_rows)")
         learner = make_learner(self.method, self.space, self.options, seed=self.seed)
         self.meta_model = learner.meta_fit(data, train_devices, valid_devices, arch_rows=arch_rows, progress=progress)
-        learner.calibration = shipped_constants(PRETRAINED_DIR, learner.method, self.space.name, learner.config.to_dict())
+        learner.calibration = shipped_constants(PRETRAINED_DIR, learner)
         self._forget_device()
         log.info("meta-trained %s on %s in %.1f s", self.method, self.space.name, learner.meta_train_seconds)
         return self
@@ -117,7 +117,7 @@ class HELPEstimator(LatencyEstimator):
         est = cls.load(path)
         est.device = device
         learner = est.meta_model
-        learner.calibration = shipped_constants(PRETRAINED_DIR, learner.method, name, learner.config.to_dict())
+        learner.calibration = shipped_constants(PRETRAINED_DIR, learner)
         if learner.calibration is None:
             log.info("no calibration constants for the shipped %s %s model: bounds use the t-rule", name,
                      learner.method)

@@ -11,6 +11,7 @@ registered in :data:`help_plugin.predictors.learners.METHODS`.
 from __future__ import annotations
 
 import abc
+import json
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Sequence
@@ -57,6 +58,12 @@ class LearnerConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def learned_settings(self, space: SearchSpace) -> dict:
+        """The settings that change what a model of ``space`` learns from its pool, as JSON values (meta-calibration
+        constants derived for them apply to any model with the same ones): all but ``seed`` (which draw) and
+        ``train_threads``."""
+        return {k: v for k, v in json.loads(json.dumps(self.to_dict())).items() if k not in ("seed", "train_threads")}
 
 
 class MetaLearner(abc.ABC):

@@ -59,6 +59,10 @@ def default_groups(space) -> tuple[str, ...]:
     return ("flops", "cost3", "detail", "luts") if space.detail_names else ("flops", "cost3", "luts")
 
 
+#: The pool MLP ensemble's settings: they change nothing a model learns when its groups leave out ``mlp``.
+MLP_SETTINGS = ("hidden", "depth", "steps", "batch_size", "lr", "weight_decay", "ensemble")
+
+
 @dataclass
 class PoolBasisConfig(LearnerConfig):
     """help+'s settings. ``groups``: the head's feature groups (``None``: :func:`default_groups`); ``lut_ridge``:
@@ -88,6 +92,13 @@ class PoolBasisConfig(LearnerConfig):
             raise ValueError(f"links must be distinct names from {list(LINKS)}, got {list(self.links)}")
         if not 0 < self.guard <= 1:
             raise ValueError(f"guard must be in (0, 1], got {self.guard!r}")
+
+    def learned_settings(self, space) -> dict:
+        """As :meth:`LearnerConfig.learned_settings`, with the groups spelt out (``None``: the default ones) and
+        without :data:`MLP_SETTINGS` when they leave out ``mlp``."""
+        groups = self.groups or default_groups(space)
+        settings = super().learned_settings(space) | {"groups": list(groups)}
+        return settings if "mlp" in groups else {k: v for k, v in settings.items() if k not in MLP_SETTINGS}
 
 
 class PoolBasisLearner(MetaLearner):
