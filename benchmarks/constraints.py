@@ -33,7 +33,6 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,13 +95,9 @@ def run_tables() -> dict:
     return out
 
 
-#: Seed of ``--random-splits``' draws (split ``k`` draws with ``[RANDOM_SPLIT_SEED, k]``).
-RANDOM_SPLIT_SEED = 200
-
-
 def splits_to_score(args) -> list[DeviceSplit]:
     """The named ``--splits``, one split of one's own (``--test-devices``), or ``--random-splits`` halves of each
-    named split's pool (named ``{space}-random{k}``)."""
+    named split's pool (:meth:`~help_plugin.data.DeviceSplit.random_halves`)."""
     out = []
     for name in args.splits.split(","):
         split = get_split(name)
@@ -110,12 +105,7 @@ def splits_to_score(args) -> list[DeviceSplit]:
             out.append(split.with_devices(args.train_devices and args.train_devices.split(","), None,
                                           args.test_devices.split(",")))
         elif args.random_splits:
-            for k in range(args.random_splits):
-                half = set(np.random.default_rng([RANDOM_SPLIT_SEED, k]).choice(split.pool, len(split.pool) // 2,
-                                                                                 replace=False).tolist())
-                out.append(replace(split.with_devices([d for d in split.pool if d in half], None,
-                                                      [d for d in split.pool if d not in half]),
-                                   name=f"{split.space}-random{k}"))
+            out.extend(split.random_halves(args.random_splits))
         else:
             out.append(split)
     return out

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from help_plugin import HELPEstimator
+from help_plugin import HELPEstimator, get_split
 from help_plugin.cli import main
 from help_plugin.evaluation import run_benchmark
 
@@ -71,6 +71,23 @@ def test_benchmark_on_a_device_split_of_ones_own(tmp_path, capsys):
                  "--seeds", "1", "--quiet", "--out", str(out), "--no-plot"]) == 0
     r = json.loads(out.read_text())
     assert (r["train_devices"], r["valid_devices"], r["test_devices"]) == (["titanx_1", "titanx_32"], [], ["fpga"])
+
+
+def test_benchmark_on_random_halves_of_a_pool(tmp_path, capsys):
+    """--random-splits: Multi-Predict's random device subsets of the split's pool, one JSON for all."""
+    out = tmp_path / "r.json"
+    assert main(["benchmark", "--space", "fbnet", "--random-splits", "2", "--seeds", "1", "--methods", "help+,flops",
+                 "--quiet", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    r = json.loads(out.read_text())
+    assert [s["split"] for s in r["splits"]] == ["fbnet-random0", "fbnet-random1"] and "mean over splits" in printed
+    assert "help+ @10 shots below flops on " in printed
+    pool = get_split("fbnet").pool
+    for s in r["splits"]:
+        assert sorted(s["train_devices"] + s["test_devices"]) == sorted(pool) and s["valid_devices"] == []
+        assert len(s["train_devices"]) == len(pool) // 2 and {row["device"] for row in s["runs"]} == set(s["test_devices"])
+        assert s["summary"]["help+"]["10"]["mean"]["spearman"][0] > s["summary"]["flops"]["10"]["mean"]["spearman"][0]
+    assert r["splits"][0]["test_devices"] != r["splits"][1]["test_devices"]
 
 
 def test_meta_train_on_own_tidy_table(tmp_path, capsys, fbnet):

@@ -182,6 +182,8 @@ CASES = [  # (argv, what the one line must name)
      ["['pixel3']", "both meta-training"]),
     (["benchmark", "--space", "fbnet", "--test-devices", "fpga,fpga", "--out", "{d}/b.json"], ["['fpga']", "twice"]),
     (["benchmark", "--space", "fbnet", "--valid-devices", "titanx_1"], ["--valid-devices goes with"]),
+    (["benchmark", "--space", "fbnet", "--random-splits", "2", "--test-devices", "fpga"], ["--random-splits draws"]),
+    (["benchmark", "--space", "fbnet", "--random-splits", "0"], ["--random-splits", "positive integer", "'0'"]),
 ]
 
 

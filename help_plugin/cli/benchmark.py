@@ -1,6 +1,7 @@
 """``help-nas benchmark``: few-shot accuracy and cost of HELP variants and baselines on HELP's data."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .common import (
@@ -32,6 +33,10 @@ def add_parser(sub, common):
     p.add_argument("--test-devices", type=csv_list,
                    help="comma-separated test devices; without --train-devices the named split's pool less these "
                         "meta-trains (e.g. --space fbnet --test-devices pixel3,samsung_s7)")
+    p.add_argument("--random-splits", type=positive_int,
+                   help="instead: N random halves of the named split's pool (Multi-Predict's random device subsets), "
+                        "half meta-trains, the other half is scored; a table per split, then one row per split; one "
+                        "JSON for all (default results/benchmark_SPACE-random_PROTOCOL.json), no PNG")
     p.add_argument("--shots", type=int_list, default=[10], help="comma-separated K values (default 10)")
     p.add_argument("--seeds", type=positive_int, default=5, help="number of seeds (default 5)")
     p.add_argument("--methods", type=csv_list, default=["help+"],
@@ -49,7 +54,8 @@ def add_parser(sub, common):
 
 def run(args) -> int:
     from ..data import SPLITS
-    from ..evaluation import run_benchmark, save_result
+    from ..data.splits import RANDOM_SPLIT_SEED
+    from ..evaluation import run_benchmark, save_result, splits_table
 
     split = args.split or args.space
     if split is None:
@@ -63,21 +69,33 @@ def run(args) -> int:
         raise ValueError(f"--shots must be >= 0, got {args.shots}")
     if args.valid_devices and not args.train_devices and not args.test_devices:
         raise ValueError("--valid-devices goes with --train-devices or --test-devices")
-    devices = SPLITS[split]
-    if args.train_devices or args.valid_devices or args.test_devices:
-        devices = devices.with_devices(args.train_devices, args.valid_devices, args.test_devices)
-    name = devices.name
+    own = args.train_devices or args.valid_devices or args.test_devices
+    if args.random_splits and own:
+        raise ValueError("--random-splits draws the devices: leave out --train-devices, --valid-devices, --test-devices")
+    devices = SPLITS[split].with_devices(args.train_devices, args.valid_devices, args.test_devices) if own else SPLITS[split]
+    scored = devices.random_halves(args.random_splits) if args.random_splits else [devices]
+    name = f"{devices.space}-random" if args.random_splits else devices.name
     out = Path(args.out or f"results/benchmark_{name}_{args.protocol}.json")
     check_output(str(out), make_folder=True)
     seeds = list(range(args.seeds))
-    result = run_benchmark(devices, methods=args.methods, shots=args.shots, seeds=seeds, protocol=args.protocol,
-                           progress=not args.quiet, shot_selection=args.shot_selection)
-    print(f"\n## {name} ({result.space}), protocol {args.protocol}, {len(seeds)} seed(s): Spearman rho per test device"
-          + ("" if name == split else f"; meta-trained on {', '.join(devices.pool)}") + "\n")
-    print(result.table())
-    save_result(result, out)
+    results = []
+    for one in scored:
+        result = run_benchmark(one, methods=args.methods, shots=args.shots, seeds=seeds, protocol=args.protocol,
+                               progress=not args.quiet, shot_selection=args.shot_selection)
+        print(f"\n## {one.name} ({result.space}), protocol {args.protocol}, {len(seeds)} seed(s): Spearman rho per "
+              "test device" + ("" if one.name == split else f"; meta-trained on {', '.join(one.pool)}") + "\n")
+        print(result.table())
+        results.append(result)
+    if args.random_splits:
+        print(f"\n## {len(results)} random halves of the {split} split's pool: mean rho over each split's test devices "
+              "(worst device)\n")
+        print(splits_table(results))
+        out.write_text(json.dumps({"random_split_seed": RANDOM_SPLIT_SEED, "splits": [r.to_json() for r in results]},
+                                  indent=1))
+    else:
+        save_result(result, out)
     print(f"\nwrote {out}")
-    if len(args.shots) > 1 and not args.no_plot:
+    if len(args.shots) > 1 and not args.no_plot and not args.random_splits:
         from ..evaluation.plots import sample_efficiency
 
         png = sample_efficiency(result.summary(), out.with_suffix(".png"), title=f"{name} ({args.protocol})")

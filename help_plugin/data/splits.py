@@ -3,6 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
+
+#: Seed of :meth:`DeviceSplit.random_halves` (split ``k`` draws with ``[RANDOM_SPLIT_SEED, k]``).
+RANDOM_SPLIT_SEED = 200
+
 
 @dataclass(frozen=True)
 class DeviceSplit:
@@ -38,6 +43,17 @@ class DeviceSplit:
         if repeated:
             raise ValueError(f"device(s) {repeated} listed twice")
         return DeviceSplit(self.space, train, valid, test)  # a split of one's own: named "{space}-custom"
+
+    def random_halves(self, n: int, seed: int = RANDOM_SPLIT_SEED) -> list["DeviceSplit"]:
+        """``n`` splits of this split's pool, as Multi-Predict's random device subsets: a random half of the pool
+        meta-trains (no meta-validation devices), the other half is scored; named ``{space}-random{k}``, the same
+        devices for the same ``seed``."""
+        out = []
+        for k in range(n):
+            half = set(np.random.default_rng([seed, k]).choice(self.pool, len(self.pool) // 2, replace=False).tolist())
+            out.append(DeviceSplit(self.space, tuple(d for d in self.pool if d in half), (),
+                                   tuple(d for d in self.pool if d not in half), name=f"{self.space}-random{k}"))
+        return out
 
     @property
     def pool(self) -> tuple[str, ...]:

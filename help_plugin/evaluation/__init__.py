@@ -6,8 +6,9 @@ from .benchmark import (
            parse_method_spec,
            run_benchmark,
            save_result,
+           splits_table,
 )
 from .metrics import metrics, spearman
 
 __all__ = ["BenchmarkResult", "arch_split", "method_factories", "parse_method_spec", "run_benchmark", "save_result",
-           "metrics", "spearman"]
+           "splits_table", "metrics", "spearman"]

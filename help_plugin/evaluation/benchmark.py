@@ -241,6 +241,34 @@ def run_benchmark(split: str | DeviceSplit, methods: Sequence[str] = ("help+",),
     return result
 
 
+def splits_table(results: Sequence[BenchmarkResult]) -> str:
+    """A Markdown table of several runs (e.g. :meth:`~help_plugin.data.DeviceSplit.random_halves`): a row per run,
+    per method and shots the mean Spearman rho over its test devices (and its worst device's), then the mean row."""
+    columns = [(m, k) for m, per_k in results[0].summary().items() for k in per_k if isinstance(k, int)]
+    head = ["split (test devices)"] + [f"{m} @{results[0].summary()[m][k]['measurements']}" for m, k in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    means = {c: [] for c in columns}
+    for r in results:
+        s = r.summary()
+        cells = [f"{r.split} ({', '.join(r.test_devices)})"]
+        for m, k in columns:
+            rho = {d: s[m][k][d]["spearman"][0] for d in r.test_devices}
+            worst = min(rho, key=rho.get)
+            means[(m, k)].append(s[m][k]["mean"]["spearman"][0])
+            cells.append(f"{means[(m, k)][-1]:.3f} ({worst} {rho[worst]:.3f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("| mean over splits | " + " | ".join(f"{np.mean(means[c]):.3f}" for c in columns) + " |")
+    for m, k in columns:  # issue 14: never below the analytic baseline, on any device
+        if "flops" in results[0].summary() and m != "flops":
+            below = [f"{r.split} {d} {s[m][k][d]['spearman'][0]:.3f} < {s['flops'][k][d]['spearman'][0]:.3f}"
+                     for r in results for s in [r.summary()] for d in r.test_devices
+                     if s[m][k][d]["spearman"][0] < s["flops"][k][d]["spearman"][0]]
+            n = sum(len(r.test_devices) for r in results)
+            lines.append(f"\n{m} @{k} shots below flops on {len(below)} of {n} devices" + (": " if below else "")
+                         + "; ".join(below))
+    return "\n".join(lines)
+
+
 def save_result(result: BenchmarkResult, path) -> None:
     with open(path, "w") as f:
         json.dump(result.to_json(), f, indent=1)
