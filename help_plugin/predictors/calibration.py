@@ -11,9 +11,9 @@ measurements (:class:`HeldOut`: one left out each, a jackknife, or a fold each, 
 * ``upper(x) = yhat(x) * exp(c * s * l(x))``, ``lower(x) = yhat(x) * exp(-c * s * l(x))``.
 
 The multiplier ``c`` comes from :class:`MetaCalibration`: constants learned by leave-one-device-out on
-the pool devices (``benchmarks/meta_calibration.py``) for the marginal bound and, larger, for the
+the pool devices (``benchmarks/meta_calibration.py``) for the marginal bound and, one per space, for the
 *selection-aware* bound a search's feasibility check uses (a search picks the candidates whose error is
-most favourable). Without constants (a model meta-trained by the user, a baseline) ``c`` is the
+most favourable; never below the marginal one). Without constants (a model meta-trained by the user, a baseline) ``c`` is the
 finite-sample normal rule :func:`t_multiplier`, for both.
 """
 from __future__ import annotations
@@ -113,22 +113,24 @@ class MetaCalibration:
         return self.designed if shot_selection == "design" and self.designed is not None else self
 
 
-#: Where the shipped models' constants live, keyed by method (written by ``benchmarks/meta_calibration.py``).
+#: Where the shipped models' constants live, keyed by method, then space (written by
+#: ``benchmarks/meta_calibration.py``).
 SHIPPED_CONSTANTS = "calibration.json"
 
 
 def shipped_constants(directory, learner) -> MetaCalibration | None:
     """The constants ``benchmarks/meta_calibration.py`` derived for models of ``learner``'s method and space
-    meta-trained with its settings, else ``None`` (they would not apply). They were learned from models meta-trained
+    meta-trained with its settings (the marginal multipliers shared over the spaces, the selection-aware ones the
+    space's own), else ``None`` (they would not apply). They were learned from models meta-trained
     on pools other than the shipped one (each pool device left out in turn), so they belong to the method and its
     settings, not to one pool: a model the user meta-trains with the same
     :meth:`~help_plugin.predictors.learners.LearnerConfig.learned_settings` (any seed; help+'s MLP settings where
-    its groups leave the MLPs out) on their own pool of a space among ``info.spaces`` gets them too."""
+    its groups leave the MLPs out) on their own pool of a space with constants gets them too."""
     path = directory / SHIPPED_CONSTANTS
     if not path.exists():
         return None
-    entry = json.loads(path.read_text()).get(learner.method)
-    if entry is None or learner.space.name not in entry["info"]["spaces"]:
+    entry = json.loads(path.read_text()).get(learner.method, {}).get(learner.space.name)
+    if entry is None:
         return None
     derived_for = type(learner.config)(**entry["info"]["config"])
     if derived_for.learned_settings(learner.space) != learner.config.learned_settings(learner.space):
