@@ -19,9 +19,8 @@ device) the method is meta-trained on the other pool devices of its space, with 
   architectures; ``--selection-seeds`` draws) meet their limit in ``q`` of cases. How hard a search exploits the
   errors depends on the space (NAS-Bench-201 lets it choose among 15,625 recorded cells, the others among
   5,000): by the nested leave-one-device-out below, one ``c_sel`` per space met the limit in 96.5 % of the
-  designed-shot picks (worst device 83 %) against 94.6 % (70 %) for one shared over the spaces, at the same
-  objective ratio (0.72 / 0.73); the marginal ``c(q)`` stays shared (one per space put fewer devices in the
-  coverage bands: 24 / 16 of 37 against 26 / 17).
+  designed-shot picks (worst device 83 %) against 94.6 % (70 %) for one shared over the spaces (this script on
+  commit 1b005f4), at the same objective ratio (0.72 / 0.73). The marginal ``c(q)`` stays shared.
 
 The constants go into ``--out`` under the method's name, then the space's (default:
 ``help_plugin/pretrained/calibration.json``, which ``HELPEstimator.pretrained`` reads), with the settings they were

@@ -85,7 +85,8 @@ def test_benchmark_on_random_halves_of_a_pool(tmp_path, capsys):
     pool = get_split("fbnet").pool
     for s in r["splits"]:
         assert sorted(s["train_devices"] + s["test_devices"]) == sorted(pool) and s["valid_devices"] == []
-        assert len(s["train_devices"]) == len(pool) // 2 and {row["device"] for row in s["runs"]} == set(s["test_devices"])
+        assert len(s["train_devices"]) == len(pool) // 2
+        assert {row["device"] for row in s["runs"]} == set(s["test_devices"])
         assert s["summary"]["help+"]["10"]["mean"]["spearman"][0] > s["summary"]["flops"]["10"]["mean"]["spearman"][0]
     assert r["splits"][0]["test_devices"] != r["splits"][1]["test_devices"]
 

@@ -29,7 +29,8 @@ def test_named_splits_refer_to_existing_devices():
     assert [h.name for h in halves] == [f"nasbench201-random{k}" for k in range(3)]
     assert halves == get_split("nasbench201").random_halves(3) != get_split("nasbench201").random_halves(3, seed=1)
     for h in halves:
-        assert len(h.train) == 6 and len(h.test) == 7 and set(h.pool) | set(h.test) == set(get_split("nasbench201").pool)
+        assert len(h.train) == 6 and len(h.test) == 7
+        assert set(h.pool) | set(h.test) == set(get_split("nasbench201").pool)
 
 
 def test_bad_split_and_device_names(nb201):

@@ -71,8 +71,11 @@ def run(args) -> int:
         raise ValueError("--valid-devices goes with --train-devices or --test-devices")
     own = args.train_devices or args.valid_devices or args.test_devices
     if args.random_splits and own:
-        raise ValueError("--random-splits draws the devices: leave out --train-devices, --valid-devices, --test-devices")
-    devices = SPLITS[split].with_devices(args.train_devices, args.valid_devices, args.test_devices) if own else SPLITS[split]
+        raise ValueError("--random-splits draws the devices: leave out --train-devices, --valid-devices, "
+                         "--test-devices")
+    devices = SPLITS[split]
+    if own:
+        devices = devices.with_devices(args.train_devices, args.valid_devices, args.test_devices)
     scored = devices.random_halves(args.random_splits) if args.random_splits else [devices]
     name = f"{devices.space}-random" if args.random_splits else devices.name
     out = Path(args.out or f"results/benchmark_{name}_{args.protocol}.json")

@@ -20,8 +20,9 @@ def add_parser(sub, common):
     p.add_argument("--reference-archs", help="with --measurements: file of the reference archs the table contains "
                                              "(default: the shipped model's, see 'help-nas references')")
     p.add_argument("--method", default="help+", help=f"meta-learning method: {METHODS_HELP}")
-    p.add_argument("--steps", type=positive_int, help="optimisation steps (method default if omitted; help+: its pool MLPs', "
-                                                    "which its default groups leave out)")
+    p.add_argument("--steps", type=positive_int,
+                   help="optimisation steps (method default if omitted; help+: its pool MLPs', which its default "
+                        "groups leave out)")
     p.add_argument("--out", required=True, help="output .safetensors path")
     p.set_defaults(run=run)
 

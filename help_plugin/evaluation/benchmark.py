@@ -244,12 +244,12 @@ def run_benchmark(split: str | DeviceSplit, methods: Sequence[str] = ("help+",),
 def splits_table(results: Sequence[BenchmarkResult]) -> str:
     """A Markdown table of several runs (e.g. :meth:`~help_plugin.data.DeviceSplit.random_halves`): a row per run,
     per method and shots the mean Spearman rho over its test devices (and its worst device's), then the mean row."""
-    columns = [(m, k) for m, per_k in results[0].summary().items() for k in per_k if isinstance(k, int)]
-    head = ["split (test devices)"] + [f"{m} @{results[0].summary()[m][k]['measurements']}" for m, k in columns]
+    summaries = [r.summary() for r in results]
+    columns = [(m, k) for m, per_k in summaries[0].items() for k in per_k if isinstance(k, int)]
+    head = ["split (test devices)"] + [f"{m} @{summaries[0][m][k]['measurements']}" for m, k in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     means = {c: [] for c in columns}
-    for r in results:
-        s = r.summary()
+    for r, s in zip(results, summaries):
         cells = [f"{r.split} ({', '.join(r.test_devices)})"]
         for m, k in columns:
             rho = {d: s[m][k][d]["spearman"][0] for d in r.test_devices}
@@ -259,9 +259,9 @@ def splits_table(results: Sequence[BenchmarkResult]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("| mean over splits | " + " | ".join(f"{np.mean(means[c]):.3f}" for c in columns) + " |")
     for m, k in columns:  # issue 14: never below the analytic baseline, on any device
-        if "flops" in results[0].summary() and m != "flops":
+        if "flops" in summaries[0] and m != "flops":
             below = [f"{r.split} {d} {s[m][k][d]['spearman'][0]:.3f} < {s['flops'][k][d]['spearman'][0]:.3f}"
-                     for r in results for s in [r.summary()] for d in r.test_devices
+                     for r, s in zip(results, summaries) for d in r.test_devices
                      if s[m][k][d]["spearman"][0] < s["flops"][k][d]["spearman"][0]]
             n = sum(len(r.test_devices) for r in results)
             lines.append(f"\n{m} @{k} shots below flops on {len(below)} of {n} devices" + (": " if below else "")

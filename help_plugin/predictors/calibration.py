@@ -13,8 +13,8 @@ measurements (:class:`HeldOut`: one left out each, a jackknife, or a fold each, 
 The multiplier ``c`` comes from :class:`MetaCalibration`: constants learned by leave-one-device-out on
 the pool devices (``benchmarks/meta_calibration.py``) for the marginal bound and, one per space, for the
 *selection-aware* bound a search's feasibility check uses (a search picks the candidates whose error is
-most favourable; never below the marginal one). Without constants (a model meta-trained by the user, a baseline) ``c`` is the
-finite-sample normal rule :func:`t_multiplier`, for both.
+most favourable; never below the marginal one). Without constants (a model of other settings, a baseline)
+``c`` is the finite-sample normal rule :func:`t_multiplier`, for both.
 """
 from __future__ import annotations
 
