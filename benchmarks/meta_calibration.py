@@ -29,16 +29,22 @@ derives them for shots chosen by ``HELPEstimator.select_shots`` (among a random 
 stores them as the entry's ``designed`` constants, used by estimators adapted on designed shots
 (``HELPEstimator.shot_selection_``): a design puts shots where the head learns most, so its leave-one-out residuals
 understate the errors elsewhere more than random shots do, and the multipliers come out larger. Run it after the
-random-shot command; the table printed is
-nested leave-one-device-out (each device scored with constants learned without it), and
-``results/meta_calibration.json`` keeps it. When the help+ head changes (``predictors/ridge.py``,
-``learners/pool_basis.py``), rerun this command: the cached models are reused, since only adaptation changed.
-When meta-training changes, delete ``--models`` first.
+random-shot command; the table printed is nested leave-one-device-out (each device scored with constants learned
+without it), and ``results/meta_calibration.json`` keeps it.
+
+It then compares the bound rules of :data:`RULES` by the same nested leave-one-device-out (coverage per device
+against issue 13's goal bands): the shipped ``c(q) * s * l(x)`` against split-conformal's alternative, each
+adaptation's own ``ceil(21 q)``-th leave-out residual score as the multiplier (jackknife+ with the
+spread-normalised score), alone and rescaled by a learned ``m(q)``.
+
+When the help+ head changes (``predictors/ridge.py``, ``learners/pool_basis.py``), rerun this command: the cached
+models are reused, since only adaptation changed. When meta-training changes, delete ``--models`` first.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -115,6 +121,58 @@ def band_counts(cov: dict, grid: np.ndarray, confidence: float, c: float) -> dic
             "in_band_at_best_c": int(inside[best])}
 
 
+def jackknife_multiplier(scores: np.ndarray, confidence: float) -> float:
+    """Split-conformal's multiplier from one adaptation's own leave-out residual scores (jackknife+ with the
+    spread-normalised score, in the unit ``s * l(x)``): the ``ceil((n + 1) q)``-th smallest of the ``n``
+    scores; ``inf`` where ``(n + 1) q > n`` (no finite bound from ``n`` residuals)."""
+    k = math.ceil((len(scores) + 1) * confidence)
+    return float(np.sort(scores)[k - 1]) if k <= len(scores) else math.inf
+
+
+#: Bound rules compared: name -> (the multiplier's base per adaptation and confidence, rescaled by constants?).
+#: The bound of an adaptation is ``log yhat + m * base * s * l(x)``, ``m`` learned without the device or 1.
+RULES = {
+    "shipped: c(q) * s * l(x)": (lambda a, q: 1.0, True),
+    "jackknife+ quantile, no constants": (lambda a, q: jackknife_multiplier(a.residual_scores, q), False),
+    "jackknife+ quantile * m(q)": (lambda a, q: jackknife_multiplier(a.residual_scores, q), True),
+}
+RESCALE_GRID = np.round(np.arange(0.0, 5.0, 0.005), 3)
+
+
+def compare_rules(adaptations) -> list[dict]:
+    """Per rule of :data:`RULES` and goal confidence, by nested leave-one-device-out (``m`` learned on the other
+    devices: the smallest of :data:`RESCALE_GRID`, or :data:`MARGINAL_GRID` for the shipped rule, whose mean
+    coverage over them is ``>= q``): the devices' mean coverage, how many lie in :data:`GOAL_BANDS`, the worst
+    device and adaptation, and the median multiplier (``m * base``)."""
+    groups = {}
+    for a in adaptations:
+        groups.setdefault((a.space, a.device), []).append(a)
+    out = []
+    for name, (base, rescaled) in RULES.items():
+        grid = (MARGINAL_GRID if name.startswith("shipped") else RESCALE_GRID) if rescaled else np.ones(1)
+        for q, (lo, hi) in GOAL_BANDS.items():
+            bases = {k: np.array([base(a, q) for a in g]) for k, g in groups.items()}
+            # coverage [adaptation, multiplier] of each device
+            cov = {k: np.array([np.searchsorted(np.sort(a.errors()), grid * b, side="right") / len(a.queries)
+                                for a, b in zip(g, bases[k])]) for k, g in groups.items()}
+            means = {k: c.mean(axis=0) for k, c in cov.items()}
+            per_device, worst_adaptation, multipliers = [], 1.0, []
+            for k in groups:
+                j = 0
+                if rescaled:
+                    m = smallest_multiplier([v for kk, v in means.items() if kk != k], grid, q)
+                    j = len(grid) - 1 if m is None else int(np.argmin(np.abs(grid - m)))
+                per_device.append(means[k][j])
+                worst_adaptation = min(worst_adaptation, float(cov[k][:, j].min()))
+                multipliers += list(grid[j] * bases[k])
+            v = np.array(per_device)
+            out.append({"rule": name, "confidence": q, "band": [lo, hi], "mean_coverage": float(v.mean()),
+                        "in_band": int(((v >= lo) & (v <= hi)).sum()), "devices": len(v),
+                        "worst_device": float(v.min()), "worst_adaptation": worst_adaptation,
+                        "median_multiplier": float(np.median(multipliers))})
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default="help+")
@@ -189,8 +247,10 @@ def main() -> None:
     args.out.write_text(json.dumps(shipped, indent=1) + "\n")
     args.report.parent.mkdir(parents=True, exist_ok=True)
     bands = [band_counts(cov, MARGINAL_GRID, q, c) for q, c in zip(CONFIDENCES, marginal) if q in GOAL_BANDS]
+    rules = compare_rules(adaptations)
     args.report.write_text(json.dumps({"constants": {space: c.to_dict() for space, c in constants.items()},
                                        "seconds": time.perf_counter() - t_start, "goal_bands": bands,
+                                       "rules_compared": rules,
                                        "nested_lodo": [{"space": k[0], "device": k[1], **v} for k, v in table.items()]},
                                       indent=1))
 
@@ -225,6 +285,14 @@ def main() -> None:
         print(f"devices with mean coverage in {100 * b['band'][0]:g}-{100 * b['band'][1]:g} % at {b['confidence']:g}: "
               f"{b['in_band_at_c']}/{b['devices']} at c = {marginal[CONFIDENCES.index(b['confidence'])]:.2f}; "
               f"at most {b['in_band_at_best_c']}/{b['devices']} at any one c (best {b['best_single_c']:.2f})")
+    print("\nbound rules compared, nested leave-one-device-out: devices' mean coverage %, devices in the goal band, "
+          "worst device %, worst adaptation %, median multiplier (unit s * l(x))\n")
+    print("| rule | confidence | mean coverage | in band | worst device | worst adaptation | median multiplier |\n"
+          "|---|---|---|---|---|---|---|")
+    for r in rules:
+        print(f"| {r['rule']} | {r['confidence']:g} | {100 * r['mean_coverage']:.1f} | {r['in_band']}/{r['devices']} "
+              f"({100 * r['band'][0]:g}-{100 * r['band'][1]:g} %) | {100 * r['worst_device']:.1f} | "
+              f"{100 * r['worst_adaptation']:.1f} | {r['median_multiplier']:.2f} |")
     print(f"\nwrote {args.out} and {args.report} in {time.perf_counter() - t_start:.0f} s")
 
 

@@ -42,7 +42,8 @@ def test_calibration_follows_its_formulas():
     fold_log = np.log(np.stack([fold[k] for k in range(3)]))
     spread = fold_log[:, [0, 1, 3, 2]].std(axis=0)
     l_fit = spread / np.median(spread)
-    assert cal.scale == pytest.approx(np.mean(np.abs(cal.residuals) / l_fit))
+    np.testing.assert_allclose(cal.scores, cal.residuals / l_fit)  # the measurement's residual in units of l(x_i)
+    assert cal.scale == pytest.approx(np.mean(np.abs(cal.scores)))
     pred, lower, upper = cal.bounds(np.zeros((1, 1)), 0.9)
     width = cal.scale * np.log([12.0, 13.0, 14.0]).std() / np.median(spread)
     c = t_multiplier(0.9, 4)
@@ -156,6 +157,8 @@ def test_bounds_cover_and_picks_meet_the_limit_on_unseen_devices(space, device, 
     for seed in range(5):
         a = simulate_adaptation(est, data, device, seed)
         c, c_sel = est.calibration().multiplier(0.95), est.calibration().multiplier(0.95, selection=True)
+        # the leave-out residuals in the multiplier's unit, as errors() are: their mean absolute value is 1
+        assert len(a.residual_scores) == len(a.measured) and np.mean(np.abs(a.residual_scores)) == pytest.approx(1)
         cov.append(coverage(a, a.log_pred + c * a.log_width))
         cov_mean.append(coverage(a, a.log_pred))
         if seed < 3:

@@ -44,8 +44,9 @@ def objective_values(data: LatencyDataset) -> np.ndarray:
 class Adaptation:
     """One simulated adaptation: ``measured`` rows of ``data`` (references + shots), the recorded
     ``true_ms`` of every row, the estimator's ``log_pred`` and ``log_width`` (``s * l(x)``, the unit of the
-    multiplier) for every row, and its ``mean_ms``/``std_ms`` (``predict(return_std=True)``; ``None``
-    without a predictive std)."""
+    multiplier) for every row, its ``mean_ms``/``std_ms`` (``predict(return_std=True)``; ``None``
+    without a predictive std) and ``residual_scores``: its calibration's leave-out residuals in the unit of the
+    multiplier (``Calibration.scores / s``, the same unit as :meth:`errors`)."""
 
     space: str
     device: str
@@ -56,6 +57,7 @@ class Adaptation:
     log_width: np.ndarray
     mean_ms: np.ndarray | None = None
     std_ms: np.ndarray | None = None
+    residual_scores: np.ndarray | None = None
 
     @property
     def queries(self) -> np.ndarray:
@@ -95,12 +97,14 @@ def simulate_adaptation(estimator: HELPEstimator, data: LatencyDataset, device: 
     rest = np.setdiff1d(np.flatnonzero(np.isfinite(lat)), data.reference_rows)
     shot_rows = choose_shot_rows(estimator, data, rest, shots, seed, shot_selection)
     estimator.adapt(lat[data.reference_rows], data.archs[shot_rows], lat[shot_rows])
-    log_pred, log_width = estimator.calibration().log_prediction(data.archs)
+    calibration = estimator.calibration()
+    log_pred, log_width = calibration.log_prediction(data.archs)
     mean = std = None
     if with_std:
         mean, std = estimator.predict(data.archs, return_std=True)
     return Adaptation(data.space.name, device, seed, np.concatenate([data.reference_rows, shot_rows]), lat,
-                      log_pred, log_width, mean, std)
+                      log_pred, log_width, mean, std,
+                      calibration.scores / calibration.scale if calibration.scale > 0 else 0 * calibration.scores)
 
 
 def coverage(a: Adaptation, log_bound: np.ndarray) -> float:

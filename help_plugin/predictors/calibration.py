@@ -160,8 +160,10 @@ class Calibration:
 
     ``held_out``: its :class:`HeldOut` models; ``indices``/``latencies_ms``: the fit data ``[n]``;
     ``constants``: a :class:`MetaCalibration`, or ``None`` for :func:`t_multiplier`.
-    Attributes: ``residuals`` (log, one per measurement left out somewhere), ``scale`` (``s``),
-    ``floor_ms`` (predictions below it count as it: a linear model can predict <= 0 ms).
+    Attributes: ``residuals`` (log, one per measurement left out somewhere), ``scores`` (each residual over
+    ``l(x_i)`` of its architecture: the bound covers measurement ``i`` left out at ``c`` iff
+    ``scores[i] <= c * s``), ``scale`` (``s``, their mean absolute value), ``floor_ms`` (predictions below it
+    count as it: a linear model can predict <= 0 ms).
     """
 
     def __init__(self, held_out: HeldOut, indices: np.ndarray, latencies_ms: np.ndarray,
@@ -181,7 +183,8 @@ class Calibration:
         spread = fold_log[:, rows].std(axis=0)
         median = float(np.median(spread))
         self._reference_spread = median if median > _TINY_SPREAD else None
-        self.scale = float(np.mean(np.abs(self.residuals) / self._normaliser(spread)))
+        self.scores = self.residuals / self._normaliser(spread)
+        self.scale = float(np.mean(np.abs(self.scores)))
 
     def _log(self, ms: np.ndarray) -> np.ndarray:
         return np.log(np.maximum(ms, self.floor_ms))
