@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 from help_plugin.evaluation.constraints import (
     adversarial_picks,
+    by_device,
     coverage,
     coverage_curves,
     hit_curves,
@@ -129,37 +130,35 @@ def jackknife_multiplier(scores: np.ndarray, confidence: float) -> float:
     return float(np.sort(scores)[k - 1]) if k <= len(scores) else math.inf
 
 
-#: Bound rules compared: name -> (the multiplier's base per adaptation and confidence, rescaled by constants?).
-#: The bound of an adaptation is ``log yhat + m * base * s * l(x)``, ``m`` learned without the device or 1.
+#: Bound rules compared: name -> (the multiplier's base per adaptation and confidence, the grid a learned ``m`` is
+#: chosen from, or ``None`` for no constants). An adaptation's bound is ``log yhat + m * base * s * l(x)``.
 RULES = {
-    "shipped: c(q) * s * l(x)": (lambda a, q: 1.0, True),
-    "jackknife+ quantile, no constants": (lambda a, q: jackknife_multiplier(a.residual_scores, q), False),
-    "jackknife+ quantile * m(q)": (lambda a, q: jackknife_multiplier(a.residual_scores, q), True),
+    "shipped: c(q) * s * l(x)": (lambda a, q: 1.0, MARGINAL_GRID),
+    "jackknife+ quantile, no constants": (lambda a, q: jackknife_multiplier(a.residual_scores, q), None),
+    "jackknife+ quantile * m(q)": (lambda a, q: jackknife_multiplier(a.residual_scores, q),
+                                   np.round(np.arange(0.0, 5.0, 0.005), 3)),
 }
-RESCALE_GRID = np.round(np.arange(0.0, 5.0, 0.005), 3)
 
 
 def compare_rules(adaptations) -> list[dict]:
-    """Per rule of :data:`RULES` and goal confidence, by nested leave-one-device-out (``m`` learned on the other
-    devices: the smallest of :data:`RESCALE_GRID`, or :data:`MARGINAL_GRID` for the shipped rule, whose mean
-    coverage over them is ``>= q``): the devices' mean coverage, how many lie in :data:`GOAL_BANDS`, the worst
-    device and adaptation, and the median multiplier (``m * base``)."""
-    groups = {}
-    for a in adaptations:
-        groups.setdefault((a.space, a.device), []).append(a)
+    """Per rule of :data:`RULES` and goal confidence, by nested leave-one-device-out (``m``: the smallest of the
+    rule's grid whose mean coverage over the other devices is ``>= q``): the devices' mean coverage, how many lie in
+    :data:`GOAL_BANDS`, the worst device and adaptation, and the median multiplier (``m * base``)."""
+    groups = by_device(adaptations)
+    errors = {id(a): np.sort(a.errors()) for a in adaptations}
     out = []
-    for name, (base, rescaled) in RULES.items():
-        grid = (MARGINAL_GRID if name.startswith("shipped") else RESCALE_GRID) if rescaled else np.ones(1)
+    for name, (base, learned_grid) in RULES.items():
+        grid = np.ones(1) if learned_grid is None else learned_grid
         for q, (lo, hi) in GOAL_BANDS.items():
             bases = {k: np.array([base(a, q) for a in g]) for k, g in groups.items()}
             # coverage [adaptation, multiplier] of each device
-            cov = {k: np.array([np.searchsorted(np.sort(a.errors()), grid * b, side="right") / len(a.queries)
+            cov = {k: np.array([np.searchsorted(errors[id(a)], grid * b, side="right") / len(a.queries)
                                 for a, b in zip(g, bases[k])]) for k, g in groups.items()}
             means = {k: c.mean(axis=0) for k, c in cov.items()}
             per_device, worst_adaptation, multipliers = [], 1.0, []
             for k in groups:
                 j = 0
-                if rescaled:
+                if learned_grid is not None:
                     m = smallest_multiplier([v for kk, v in means.items() if kk != k], grid, q)
                     j = len(grid) - 1 if m is None else int(np.argmin(np.abs(grid - m)))
                 per_device.append(means[k][j])

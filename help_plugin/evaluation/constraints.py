@@ -104,7 +104,7 @@ def simulate_adaptation(estimator: HELPEstimator, data: LatencyDataset, device: 
         mean, std = estimator.predict(data.archs, return_std=True)
     return Adaptation(data.space.name, device, seed, np.concatenate([data.reference_rows, shot_rows]), lat,
                       log_pred, log_width, mean, std,
-                      calibration.scores / calibration.scale if calibration.scale > 0 else 0 * calibration.scores)
+                      calibration.scores / calibration.scale if calibration.scale > 0 else np.zeros_like(calibration.scores))
 
 
 def coverage(a: Adaptation, log_bound: np.ndarray) -> float:
