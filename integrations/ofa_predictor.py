@@ -19,27 +19,27 @@ import numpy as np
 
 from ..predictors import LatencyEstimator, NotFittedError
 from ..predictors.cache import LRU, PredictionCache
-from ..search.constraint import checked_confidence, predict_one_with_bound, predict_with_bound
+from ..search.constraint import checked_confidence, predict_with_bound, row_bound
 from ..spaces import get_space
 
 _SPACE = get_space("ofa")
 
-ArchKey = tuple
-
-
-def arch_key(arch: Any) -> ArchKey:
-    """A hashable snapshot of an OFA arch dict (either finder's convention); values are validated later.
-
-    ``(ks tuple, e tuple, d tuple, r)`` with ``r`` from ``image_size`` or ``r`` (an int or a one-element list).
-    """
+def arch_key(arch: Any) -> bytes:
+    """A hashable snapshot of an OFA arch dict (either finder's convention): the bytes of its 20 ks, 20 e, 5 d values
+    and its resolution (``image_size``, or ``r`` as an int or a one-element list); bytes, whose hash Python keeps,
+    because a search looks the same key up several times. Values are validated later; an arch whose values are
+    not bytes (floats) gets the key of its parsed form, and one that does not parse raises the parse's error."""
     try:
+        ks, e, d = arch["ks"], arch["e"], arch["d"]
         r = arch["image_size"] if "image_size" in arch else arch["r"]
-        if isinstance(r, (list, tuple)):
-            r = r[0] if len(r) == 1 else tuple(r)
-        return tuple(arch["ks"]), tuple(arch["e"]), tuple(arch["d"]), r
-    except (KeyError, TypeError):
-        _SPACE.parse(arch)  # raises an error that names the missing key or wrong type
-        raise
+        if type(r) is list and len(r) == 1:
+            r = r[0]
+        if len(ks) == 20 and len(e) == 20 and len(d) == 5:  # the lengths make the bytes unambiguous
+            return bytes((*ks, *e, *d, r))
+    except (KeyError, TypeError, ValueError):
+        pass
+    form = _SPACE.format(_SPACE.parse_row(arch))  # raises an error that names the missing key or the bad value
+    return bytes((*form["ks"], *form["e"], *form["d"], form["r"]))
 
 
 class HELPEfficiencyPredictor:
@@ -75,9 +75,10 @@ class HELPEfficiencyPredictor:
         self.clear_cache()
 
     def clear_cache(self) -> None:
-        """Forget every cached prediction and reset the counters."""
+        """Forget every cached prediction and reset the counters (call it after refitting the estimator)."""
         self._by_key = LRU(self._cache.size)  # arch_key -> ms (fast path)
         self._cache.clear()
+        self._row_bound = None  # row -> (mean, efficiency), resolved on the first uncached query
         self.queries = self._fast_hits = 0
 
     @property
@@ -126,8 +127,10 @@ class HELPEfficiencyPredictor:
     def _estimate(self, idx: np.ndarray) -> np.ndarray:
         return predict_with_bound(self.estimator, idx, self.confidence)[1]
 
-    def _estimate_one(self, row: np.ndarray) -> float:
-        return predict_one_with_bound(self.estimator, row, self.confidence)[1]
+    def _estimate_one(self, row: list) -> float:
+        if self._row_bound is None:
+            self._row_bound = row_bound(self.estimator, self.confidence)
+        return self._row_bound(row)[1]
 
     def _predict(self, archs: list, keys: list) -> np.ndarray:
         out = np.empty(len(archs))

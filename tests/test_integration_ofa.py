@@ -120,7 +120,7 @@ def test_single_queries_give_the_batched_values(est):
     """A finder's uncached query takes the single-architecture path (the dict read straight into indices, the
     held-out heads in one gather): the same bound and mean as the batched path, to float rounding."""
     archs = [SPACE.format(r) for r in SPACE.sample(300, seed=9)]
-    assert est.calibration().has_bound_one
+    assert est.calibration().has_row_bound
     bound = [HELPEfficiencyPredictor(est).get_efficiency(nas_form(a)) for a in archs]
     np.testing.assert_allclose(bound, est.predict_upper(archs, 0.95, selection=True), rtol=1e-12)
     mean = [HELPEfficiencyPredictor(est, confidence=None).get_efficiency(nas_form(a)) for a in archs]
@@ -151,6 +151,13 @@ def test_predictor_rejects_bad_input(est):
     with pytest.raises(TypeError, match="got list"):
         p.get_efficiency([3] * 46)
     assert p.cache_info()["size"] == 0
+    ok = nas_form({**BASE, "r": 160})
+    ms = p.get_efficiency(ok)
+    shifted = {**ok, "ks": ok["ks"][:19], "e": ok["ks"][19:] + ok["e"]}  # the same 46 values, in lists of 19 and 21
+    with pytest.raises(ValueError, match="ks must be a list of 20 values"):
+        p.get_efficiency(shifted)
+    # the same values as floats: the same architecture, the same cache entry
+    assert p.get_efficiency({**ok, "ks": [float(k) for k in ok["ks"]]}) == ms and p.estimator_calls == 1
     with pytest.raises(ValueError, match="'ofa' space; got HELPEstimator for space 'fbnet'"):
         HELPEfficiencyPredictor(HELPEstimator.pretrained("fbnet"))
     with pytest.raises(NotFittedError):

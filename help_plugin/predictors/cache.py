@@ -22,10 +22,11 @@ class LRU:
 
     def get(self, key, default=None):
         """The value of ``key`` (now the most recently used), else ``default``."""
-        value = self._items.get(key, default)
-        if key in self._items:
+        try:
             self._items.move_to_end(key)
-        return value
+        except KeyError:
+            return default
+        return self._items[key]
 
     def __setitem__(self, key, value) -> None:
         self._items[key] = value

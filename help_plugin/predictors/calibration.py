@@ -147,7 +147,7 @@ class HeldOut:
     held-out model [K, m])``, both at once so that shared work (help+'s basis) is done once.
     ``predict_one(row) -> (ms of the fitted model, log ms of each held-out model [K])``: the same for one valid
     index row ``[L]`` (the held-out ones in log ms, what a bound needs), where the models have a faster path for
-    one (``None``: they do not; :meth:`Calibration.bound_one` is then unavailable).
+    one (``None``: they do not; :meth:`Calibration.row_bound` is then unavailable).
     """
 
     rows: list[np.ndarray]
@@ -174,6 +174,7 @@ class Calibration:
                              f"held-out models; got {len(rows)} in {len(held_out.rows)}")
         self.held_out, self.constants = held_out, constants
         self._multipliers: dict = {}
+        self._row_bounds: dict = {}
         self.floor_ms = 1e-3 * float(np.min(latencies_ms))
         self._log_floor = math.log(self.floor_ms)
         _, fold_ms = held_out.predict(indices)
@@ -211,22 +212,36 @@ class Calibration:
         return self._predict(indices)[1:]
 
     @property
-    def has_bound_one(self) -> bool:
-        """Whether :meth:`bound_one` is available (the held-out models have a path for one architecture)."""
+    def has_row_bound(self) -> bool:
+        """Whether :meth:`row_bound` is available (the held-out models have a path for one architecture)."""
         return self.held_out.predict_one is not None
 
-    def bound_one(self, row: np.ndarray, confidence: float, selection: bool = False) -> tuple[float, float]:
-        """``(prediction, upper)`` in ms of one valid index row ``[L]``, the bound one-sided at ``confidence``:
-        :meth:`bounds`' values to float rounding, at a fraction of its fixed cost (a search's single queries).
-        Needs :attr:`has_bound_one`."""
-        if self.held_out.predict_one is None:
+    def row_bound(self, confidence: float, selection: bool = False) -> Callable[[Sequence[int]], tuple[float, float]]:
+        """``row [L] -> (prediction, upper)`` in ms of one valid index row (array or list), the bound one-sided at
+        ``confidence``: :meth:`bounds`' values to float rounding, at a fraction of its fixed cost (a search's single
+        queries; the multiplier and the constants are resolved here, once per confidence). Needs
+        :attr:`has_row_bound`."""
+        predict_one = self.held_out.predict_one
+        if predict_one is None:
             raise ValueError("these held-out models have no path for one architecture: use bounds()")
-        c = self.multiplier(confidence, selection)
-        ms, fold_log = self.held_out.predict_one(row)
-        fold_log = np.maximum(fold_log, self._log_floor)  # _log() of the held-out models' ms
-        fold_log -= np.add.reduce(fold_log) / len(fold_log)
-        spread = math.sqrt(fold_log @ fold_log / len(fold_log))  # np.std, without its fixed cost
-        return ms, math.exp(math.log(max(ms, self.floor_ms)) + c * self.scale * float(self._normaliser(spread)))
+        key = (check_confidence(confidence), bool(selection))
+        if key in self._row_bounds:
+            return self._row_bounds[key]
+        # upper = exp(log yhat + c * s * l(x)), l(x) = max(sd, tiny) / reference spread (1 without one)
+        width = self.multiplier(confidence, selection) * self.scale
+        per_spread = None if self._reference_spread is None else width / self._reference_spread
+        floor_ms, log_floor = self.floor_ms, self._log_floor
+
+        def bound(row) -> tuple[float, float]:
+            ms, fold_log = predict_one(row)
+            fold_log = np.maximum(fold_log, log_floor)  # _log() of the held-out models' ms
+            fold_log -= np.add.reduce(fold_log) / len(fold_log)
+            unit = width if per_spread is None else per_spread * max(
+                math.sqrt(fold_log @ fold_log / len(fold_log)), _TINY_SPREAD)  # np.std, without its fixed cost
+            return ms, math.exp(math.log(max(ms, floor_ms)) + unit)
+
+        self._row_bounds[key] = bound
+        return bound
 
     def bounds(self, indices: np.ndarray, confidence: float, selection: bool = False
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

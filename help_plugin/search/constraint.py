@@ -12,7 +12,7 @@ HELP's test devices it meets the limit in about half of such picks (README, "Lat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -48,20 +48,27 @@ def predict_with_bound(estimator: LatencyEstimator, archs: Any, confidence: floa
     return mean, upper
 
 
-def predict_one_with_bound(estimator: LatencyEstimator, row: np.ndarray, confidence: float | None = 0.95,
-                           rule: str = "selection") -> tuple[float, float]:
-    """:func:`predict_with_bound` of one valid index row ``[arch_length]`` (array or list), as floats, through the estimator's
-    paths for one architecture where it has them (``predict_one``; help+'s held-out heads in one gather)."""
+def row_bound(estimator: LatencyEstimator, confidence: float | None = 0.95, rule: str = "selection"
+              ) -> Callable[[Sequence[int]], tuple[float, float]]:
+    """``row [arch_length] -> (prediction, bound)`` in ms, :func:`predict_with_bound` of one valid index row (array or
+    list) as floats, for a search's single queries: the rule, the calibration and its multiplier are resolved here,
+    once (refit the estimator: ask for a new one), then each row goes through the estimator's paths for one
+    architecture where it has them (``predict_row``; help+'s held-out heads in one gather)."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     if confidence is None or rule == "mean":
-        ms = float(estimator.predict_row(row))
-        return ms, ms
+        def mean(row) -> tuple[float, float]:
+            ms = float(estimator.predict_row(row))
+            return ms, ms
+        return mean
     calibration = estimator.calibration()
-    if calibration.has_bound_one:
-        return calibration.bound_one(row, confidence, selection=rule == "selection")
-    mean, upper = predict_with_bound(estimator, np.asarray(row)[None], confidence, rule)
-    return float(mean[0]), float(upper[0])
+    if calibration.has_row_bound:
+        return calibration.row_bound(confidence, selection=rule == "selection")
+
+    def batched(row) -> tuple[float, float]:
+        mean, upper = predict_with_bound(estimator, np.asarray(row)[None], confidence, rule)
+        return float(mean[0]), float(upper[0])
+    return batched
 
 
 @dataclass(frozen=True)

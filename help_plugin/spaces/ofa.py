@@ -42,19 +42,22 @@ _LAYER_BASE = tuple(layer * len(RESOLUTIONS) * 9 for layer in range(20))
 _RESOLUTION_CODES = {r: i for i, r in enumerate(RESOLUTIONS)}
 
 
-#: Depth codes of the 5 stages -> (the active layers, the inactive layers' terms, the 5 depth terms): a single
-#: query's terms without a loop over the stages.
-_BY_DEPTHS = {codes: (tuple(layer for stage, c in enumerate(codes) for layer in range(4 * stage, 4 * stage + DEPTHS[c])),
+#: Depth codes of the 5 stages -> (the active layers, the inactive layers, the inactive layers' terms, the 5 depth
+#: terms): a single query's canonical form and terms without a loop over the stages.
+_BY_DEPTHS = {codes: (tuple(layer for s, c in enumerate(codes) for layer in range(4 * s, 4 * s + DEPTHS[c])),
+                      tuple(layer for s, c in enumerate(codes) for layer in range(4 * s + DEPTHS[c], 4 * s + 4)),
                       [_EMPTY_TERM] * (20 - sum(DEPTHS[c] for c in codes)),
-                      [_EMPTY_TERM + 1 + 3 * stage + c for stage, c in enumerate(codes)])
+                      [_EMPTY_TERM + 1 + 3 * s + c for s, c in enumerate(codes)])
               for codes in itertools.product(range(len(DEPTHS)), repeat=5)}
+#: ks/e/d value -> choice index, as functions (a finder's query maps its lists through them).
+_CODE_OF = {key: codes.__getitem__ for key, codes in _CODES.items()}
 
 
 def _subnet_terms(row: list[int]) -> list[int]:
     """:meth:`OFAMobileNetV3.terms` of one index row, in another order (the active layers first; only their sum
     matters). The term of layer ``l`` at resolution ``r``, kernel ``k``, expand ``e`` is
     ``((l * resolutions + r) * 3 + k) * 3 + e``."""
-    layers, inactive, depth_terms = _BY_DEPTHS[tuple(row[40:45])]
+    layers, _, inactive, depth_terms = _BY_DEPTHS[tuple(row[40:45])]
     r9 = 9 * row[45]
     return ([_LAYER_BASE[layer] + r9 + 3 * row[layer] + row[20 + layer] for layer in layers] + inactive + depth_terms
             + [_EMPTY_TERM + 16 + row[45]])
@@ -90,9 +93,8 @@ class OFAMobileNetV3(SearchSpace):
                     r = r[0]
                 ks, e, d = arch["ks"], arch["e"], arch["d"]
                 if type(ks) is list and type(e) is list and type(d) is list and len(ks) == len(e) == 20 and len(d) == 5:
-                    codes = _CODES
-                    return ([codes["ks"][v] for v in ks] + [codes["e"][v] for v in e] + [codes["d"][v] for v in d]
-                            + [_RESOLUTION_CODES[r]])
+                    code = _CODE_OF
+                    return [*map(code["ks"], ks), *map(code["e"], e), *map(code["d"], d), _RESOLUTION_CODES[r]]
             except (KeyError, TypeError):  # the full check below names the problem
                 pass
         if isinstance(arch, str):  # the canonical JSON form (tidy tables, store keys)
@@ -203,9 +205,8 @@ class OFAMobileNetV3(SearchSpace):
 
     def canonical_row(self, row) -> list[int]:
         out = row.tolist() if isinstance(row, np.ndarray) else list(row)
-        for stage in range(5):
-            for layer in range(4 * stage + DEPTHS[out[40 + stage]], 4 * stage + 4):
-                out[layer] = out[20 + layer] = 0
+        for layer in _BY_DEPTHS[tuple(out[40:45])][1]:
+            out[layer] = out[20 + layer] = 0
         return out
 
     def row_terms(self, row) -> list[int]:

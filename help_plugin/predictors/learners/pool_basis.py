@@ -442,7 +442,7 @@ class PoolBasisLearner(MetaLearner):
         through one table gather for all heads, where their groups are all sums over the space's terms (else
         ``None``): the identity-link heads folded into per-term columns, beside the features the log-link heads
         transform (what :meth:`_term_predictor` computes for many rows, written for one). The others come in log ms
-        because that is what a bound needs (:meth:`~help_plugin.predictors.calibration.Calibration.bound_one`): a
+        because that is what a bound needs (:meth:`~help_plugin.predictors.calibration.Calibration.row_bound`): a
         log-link head's is its output itself, not ``log(exp(.))``."""
         groups = tuple(g for g in self.groups if any(g in self._active(h) for h in heads))
         if not groups or any(self._term_table(g) is None for g in groups):
