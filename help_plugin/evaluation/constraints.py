@@ -99,12 +99,13 @@ def simulate_adaptation(estimator: HELPEstimator, data: LatencyDataset, device: 
     estimator.adapt(lat[data.reference_rows], data.archs[shot_rows], lat[shot_rows])
     calibration = estimator.calibration()
     log_pred, log_width = calibration.log_prediction(data.archs)
+    scale = calibration.scale
+    residual_scores = calibration.scores / scale if scale > 0 else np.zeros_like(calibration.scores)
     mean = std = None
     if with_std:
         mean, std = estimator.predict(data.archs, return_std=True)
     return Adaptation(data.space.name, device, seed, np.concatenate([data.reference_rows, shot_rows]), lat,
-                      log_pred, log_width, mean, std,
-                      calibration.scores / calibration.scale if calibration.scale > 0 else np.zeros_like(calibration.scores))
+                      log_pred, log_width, mean, std, residual_scores)
 
 
 def coverage(a: Adaptation, log_bound: np.ndarray) -> float:
