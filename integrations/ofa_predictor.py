@@ -27,17 +27,21 @@ _SPACE = get_space("ofa")
 def arch_key(arch: Any) -> bytes:
     """A hashable snapshot of an OFA arch dict (either finder's convention): the bytes of its 20 ks, 20 e, 5 d values
     and its resolution (``r``, an int or a one-element list, else ``image_size``); bytes, whose hash Python keeps,
-    because a search looks the same key up several times. Values are validated later; an arch whose values are
-    not bytes (floats) gets the key of its parsed form, and one that does not parse raises the parse's error."""
-    try:
-        ks, e, d = arch["ks"], arch["e"], arch["d"]
-        r = arch["r"] if "r" in arch else arch["image_size"]  # parse_row's precedence: the key is what it reads
-        if type(r) is list and len(r) == 1:
-            r = r[0]
-        if len(ks) == 20 and len(e) == 20 and len(d) == 5:  # the lengths make the bytes unambiguous
-            return bytes((*ks, *e, *d, r))
-    except (KeyError, TypeError, ValueError):
-        pass
+    because a search looks the same key up several times. Values are validated later; an arch with keys other
+    than these four (and ``"wid": None``), or whose values are not bytes (floats), gets the key of its parsed
+    form, and one that does not parse raises the parse's error (an unknown key, ``r`` and ``image_size`` that
+    disagree)."""
+    # {ks, e, d, r} or {ks, e, d, image_size}, and the tutorial's "wid": None beside them; others are parsed
+    if isinstance(arch, dict) and len(arch) - (arch.get("wid", 0) is None) == 4:
+        try:
+            ks, e, d = arch["ks"], arch["e"], arch["d"]
+            r = arch["r"] if "r" in arch else arch["image_size"]
+            if type(r) is list and len(r) == 1:
+                r = r[0]
+            if len(ks) == 20 and len(e) == 20 and len(d) == 5:  # the lengths make the bytes unambiguous
+                return bytes((*ks, *e, *d, r))
+        except (KeyError, TypeError, ValueError):
+            pass
     form = _SPACE.format(_SPACE.parse_row(arch))  # raises an error that names the missing key or the bad value
     return bytes((*form["ks"], *form["e"], *form["d"], form["r"]))
 

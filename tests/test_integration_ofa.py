@@ -158,6 +158,14 @@ def test_predictor_rejects_bad_input(est):
         p.get_efficiency(shifted)
     # the same values as floats: the same architecture, the same cache entry
     assert p.get_efficiency({**ok, "ks": [float(k) for k in ok["ks"]]}) == ms and p.estimator_calls == 1
+    # a cached architecture's values beside an unknown key, or with an image_size that disagrees with r, are not
+    # answered from the cache
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['depth'\]"):
+        p.get_efficiency({**ok, "depth": 3})
+    with pytest.raises(ValueError, match=r"r = \[224\] and image_size = 160 disagree"):
+        p.get_efficiency({**ok, "r": [224]})
+    assert p.get_efficiency({**ok, "r": [160]}) == ms and p.estimator_calls == 1  # both, agreeing
+    assert p.get_efficiency(tutorial_form({**BASE, "r": 160})) == ms and p.estimator_calls == 1
     with pytest.raises(ValueError, match="'ofa' space; got HELPEstimator for space 'fbnet'"):
         HELPEfficiencyPredictor(HELPEstimator.pretrained("fbnet"))
     with pytest.raises(NotFittedError):

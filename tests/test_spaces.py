@@ -56,10 +56,12 @@ def test_ofa_accepts_both_finder_conventions_and_validates():
     a = sp.parse({**base, "r": 176})
     assert (sp.parse({**base, "r": [176], "wid": None}) == a).all()
     assert (sp.parse({**base, "image_size": 176}) == a).all()
+    assert (sp.parse({**base, "r": 176, "image_size": [176]}) == a).all()  # both, agreeing
     assert sp.format(a) == {**base, "r": 176}
     json.dumps(sp.format(a))
     for bad, match in [({**base, "r": 300}, "resolution r = 300"), ({**base, "r": 176, "ks": [4] * 20}, r"ks\[0\] = 4"),
-                       ({**base, "r": 176, "d": [2, 3]}, "d must be a list of 5"), ({"ks": [3] * 20}, "missing")]:
+                       ({**base, "r": 176, "d": [2, 3]}, "d must be a list of 5"), ({"ks": [3] * 20}, "missing"),
+                       ({**base, "r": 176, "image_size": 224}, "r = 176 and image_size = 224 disagree")]:
         with pytest.raises(ValueError, match=match):
             sp.parse(bad)
 

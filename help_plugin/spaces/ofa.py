@@ -114,11 +114,10 @@ class OFAMobileNetV3(SearchSpace):
         missing = [k for k in ("ks", "e", "d") if k not in arch]
         if missing or ("r" not in arch and "image_size" not in arch):
             raise ValueError(f"ofa: architecture is missing {missing or ['r']}")
-        r = arch.get("r", arch.get("image_size"))
-        if isinstance(r, (list, tuple)):
-            if len(r) != 1:
-                raise ValueError(f"ofa: r must be one resolution, got {r!r}")
-            r = r[0]
+        r = self._one_resolution(arch.get("r", arch.get("image_size")))
+        if "r" in arch and "image_size" in arch and self._one_resolution(arch["image_size"]) != r:
+            raise ValueError(f"ofa: r = {arch['r']!r} and image_size = {arch['image_size']!r} disagree; give one "
+                             f"resolution")
         out = []
         for key, values, n in (("ks", KERNELS, 20), ("e", EXPANDS, 20), ("d", DEPTHS, 5)):
             seq = arch[key]
@@ -134,6 +133,15 @@ class OFAMobileNetV3(SearchSpace):
             raise ValueError(f"ofa: resolution r = {r!r} is not one of 128, 132, ..., 224")
         out.append(RESOLUTIONS.index(int(r)))
         return out
+
+    @staticmethod
+    def _one_resolution(r: Any) -> Any:
+        """``r`` (or ``image_size``) as one value: a one-element list or tuple is its element."""
+        if isinstance(r, (list, tuple)):
+            if len(r) != 1:
+                raise ValueError(f"ofa: r must be one resolution, got {r!r}")
+            return r[0]
+        return r
 
     def memo_key(self, arch: Any):
         """An arch dict as a tuple of its items (lists as tuples), so that parsing it is remembered."""
