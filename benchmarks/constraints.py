@@ -22,7 +22,9 @@ Reported per split and test device: coverage of the 90 % and 95 % bounds (mean o
 the median bound / prediction at 95 %, and the adversarial picks (the largest-MACs and the largest-params
 architecture whose 95 % bound is under a limit at the 10/30/50/70/90th percentile of the device's
 latencies, over all queries; the first ``--pick-seeds`` seeds): how many meet the limit, and their objective
-over the best truly feasible one. Writes ``--out`` (``results/constraints.json``) and beside it
+over the best truly feasible one. It ends with what an exactly valid distribution-free bound from as many
+measurements would reach on issue 13's coverage goals
+(:func:`~help_plugin.evaluation.constraints.exchangeable_reference`). Writes ``--out`` (``results/constraints.json``) and beside it
 ``constraints_coverage.png`` (coverage vs nominal confidence) and ``constraints_hits.png`` (picks meeting the
 limit vs the limit's percentile), named after ``--out``.
 """
@@ -33,14 +35,18 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from help_plugin.evaluation.constraints import (
+    GOAL_BANDS,
     PERCENTILES,
+    WORST_ADAPTATION_GOAL,
     adversarial_picks,
     by_device,
     coverage,
+    exchangeable_reference,
     median_width,
     objective_values,
     simulate_adaptation,
@@ -195,13 +201,15 @@ def main() -> None:
             for rule in RULES:
                 sweeps[rule].append(np.mean([np.reshape(pk[rule][0], (objectives.shape[1], len(SWEEP)))
                                              for pk in picked], axis=(0, 1)))
+        measurements = len(adaptations[0].measured)
         print(f"{split_name}: {len(adaptations)} adaptations, {time.perf_counter() - t_start:.0f} s", flush=True)
 
     summary = summarise(rows)
     per_split = {name: summarise([r for r in rows if r["split"] == name]) for name in dict.fromkeys(r["split"] for r in rows)}
     report = {"settings": vars(args) | {"out": str(args.out)}, "rows": rows, "summary": summary, "per_split": per_split,
               "coverage_vs_nominal": {"nominal": list(NOMINAL), **{k: np.mean(v, 0).tolist() for k, v in curves.items()}},
-              "hits_vs_limit": {"percentiles": list(SWEEP), **{k: np.mean(v, 0).tolist() for k, v in sweeps.items()}}}
+              "hits_vs_limit": {"percentiles": list(SWEEP), **{k: np.mean(v, 0).tolist() for k, v in sweeps.items()}},
+              "exchangeable_reference": [asdict(r) for r in exchangeable_reference(measurements, args.seeds, len(rows))]}
     if args.tables:
         report["tables"] = run_tables()
     report["seconds"] = time.perf_counter() - t_start
@@ -216,7 +224,7 @@ def main() -> None:
         print("matplotlib missing: no plots")
 
     n_dev = len(rows)
-    print(f"\n{n_dev} test devices, {args.seeds} adaptations of {2 * args.shots} measurements each; cells: coverage "
+    print(f"\n{n_dev} test devices, {args.seeds} adaptations of {measurements} measurements each; cells: coverage "
           "% mean (worst seed) | median upper95 / prediction | adversarial picks meeting the limit | objective ratio\n")
     if not args.random_splits:
         print("| split | device | " + " | ".join(f"{r}: cov90 | cov95 | width | met | obj" for r in RULES) + " |")
@@ -240,6 +248,16 @@ def main() -> None:
     print("\n| rule | " + head + "\n|---|---|---|---|---|---|---|---|")
     for rule, summ in summary.items():
         print(f"| {rule} | {summary_cells(summ)} |")
+    print(f"\nWhat the coverage goals allow: an exactly valid distribution-free bound from {measurements} measurements "
+          f"exchangeable with the queries (split conformal; no fixed reference archs), {args.seeds} adaptations on each "
+          f"of {n_dev} devices:\n\n| confidence | coverage per adaptation: mean (sd) | P(a device's mean in its band) | "
+          f"P(all {n_dev} in band) | P(an adaptation >= {100 * WORST_ADAPTATION_GOAL:g} %) | "
+          f"P(all {n_dev * args.seeds} >= {100 * WORST_ADAPTATION_GOAL:g} %) |\n|---|---|---|---|---|---|")
+    for r in report["exchangeable_reference"]:
+        lo, hi = GOAL_BANDS[r["confidence"]]
+        print(f"| {r['confidence']:g} (band {100 * lo:g}-{100 * hi:g} %) | {100 * r['mean']:.1f} ({100 * r['sd']:.1f}) | "
+              f"{r['p_device_in_band']:.2f} | {r['p_all_devices_in_band']:.2g} | {r['p_adaptation_at_worst_goal']:.3f} | "
+              f"{r['p_all_adaptations_at_worst_goal']:.2g} |")
     if args.tables:
         t4, t5 = report["tables"]["table4"], report["tables"]["table5"]
         print("\n| HELP table | HELP's rule (mean) | 95 % selection-aware bound |\n|---|---|---|")

@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 from help_plugin.evaluation.constraints import (
+    GOAL_BANDS,
     adversarial_picks,
     by_device,
     coverage,
@@ -103,10 +104,6 @@ def device_row(adaptations, picked, c90: float, c95: float, c_sel: float, object
             "cov95": float(np.mean(cov[0.95])), "cov95_worst": float(np.min(cov[0.95])),
             "width95": float(np.median([median_width(a, a.log_pred + c95 * a.log_width) for a in adaptations])),
             "picks": len(met), "met": int(met.sum()), "objective_ratio": float(np.mean([r for _, r in picks]))}
-
-
-#: The coverage goal bands of issue 13 (per device, mean over its adaptations).
-GOAL_BANDS = {0.9: (0.88, 0.935), 0.95: (0.93, 0.985)}
 
 
 def band_counts(cov: dict, grid: np.ndarray, confidence: float, c: float) -> dict:

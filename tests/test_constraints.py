@@ -8,9 +8,12 @@ import pytest
 
 from help_plugin import HELPEstimator, get_split
 from help_plugin.evaluation.constraints import (
+    GOAL_BANDS,
+    WORST_ADAPTATION_GOAL,
     Adaptation,
     adversarial_picks,
     coverage,
+    exchangeable_reference,
     objective_values,
     simulate_adaptation,
     smallest_multiplier,
@@ -23,6 +26,26 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ the arithmetic
+def test_the_exchangeable_reference_is_what_split_conformal_reaches():
+    """Split conformal simulated on exchangeable scores (any continuous law: normal here), its coverage on one
+    adaptation exact (the normal cdf at the bound), against the reference's Beta law and band probability."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(1)
+    n, seeds, devices = 20, 5, 10
+    scores = np.sort(rng.standard_normal((40_000, n)), axis=1)
+    for ref in exchangeable_reference(n, seeds, devices, draws=50_000):
+        cov = norm.cdf(scores[:, ref.k - 1])  # the bound: the k-th smallest score
+        assert cov.mean() == pytest.approx(ref.mean, abs=0.002) and cov.std() == pytest.approx(ref.sd, abs=0.002)
+        assert np.mean(cov >= WORST_ADAPTATION_GOAL) == pytest.approx(ref.p_adaptation_at_worst_goal, abs=0.01)
+        lo, hi = GOAL_BANDS[ref.confidence]
+        means = cov.reshape(-1, seeds).mean(axis=1)
+        assert np.mean((means >= lo) & (means <= hi)) == pytest.approx(ref.p_device_in_band, abs=0.02)
+        assert ref.p_all_devices_in_band == pytest.approx(ref.p_device_in_band ** devices)
+    with pytest.raises(ValueError, match="10 measurements give no finite split-conformal bound at 0.95"):
+        exchangeable_reference(10, seeds, devices)
+
+
 def test_calibration_follows_its_formulas():
     """Three held-out models of 4 measurements: residuals, spread-normalised scale and bounds by hand."""
     y = np.array([10.0, 20.0, 30.0, 40.0])

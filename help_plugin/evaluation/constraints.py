@@ -13,9 +13,12 @@ recorded latencies is adapted to with its reference architectures plus ``shots``
 * Meta-calibration (:func:`coverage_curves`, :func:`hit_curves`, :func:`smallest_multiplier`): the multipliers ``c``
   of :mod:`help_plugin.predictors.calibration` learned on simulated adaptations of held-out devices,
   with every device weighted equally.
+* What the coverage goals allow (:func:`exchangeable_reference`): how often an exactly valid distribution-free
+  bound from the same number of measurements would meet :data:`GOAL_BANDS` and :data:`WORST_ADAPTATION_GOAL`.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -33,6 +36,10 @@ PERCENTILES = (10, 30, 50, 70, 90)
 LIMIT_RTOL = 1e-9
 #: Objectives of the adversarial picks: the first columns of ``space.cost_features``.
 OBJECTIVES = ("macs", "params")
+#: Issue 13's coverage goals: confidence -> the band a device's mean coverage (over its adaptations) should lie in,
+#: and the coverage every single adaptation should reach.
+GOAL_BANDS = {0.9: (0.88, 0.935), 0.95: (0.93, 0.985)}
+WORST_ADAPTATION_GOAL = 0.85
 
 
 def objective_values(data: LatencyDataset) -> np.ndarray:
@@ -182,3 +189,48 @@ def smallest_multiplier(curves: Sequence[np.ndarray], grid: np.ndarray, confiden
     ``>= confidence``; ``None`` where no ``c`` of the grid gets there."""
     holds = np.logical_and.accumulate((np.mean(curves, axis=0) >= confidence)[::-1])[::-1]
     return float(grid[np.argmax(holds)]) if holds.any() else None
+
+
+@dataclass
+class CoverageReference:
+    """What split conformal with ``measurements`` residual scores exchangeable with the queries would reach at
+    ``confidence``: its bound is the ``k``-th smallest score, ``k = ceil((measurements + 1) * confidence)``, and its
+    coverage on one adaptation (over infinitely many queries) is Beta(k, measurements + 1 - k) distributed, with
+    ``mean`` and ``sd``. ``p_adaptation_at_worst_goal``: P(one adaptation covers >= :data:`WORST_ADAPTATION_GOAL`);
+    ``p_all_adaptations_at_worst_goal``: that all ``devices * seeds`` do; ``p_device_in_band``: P(a device's mean over
+    ``seeds`` adaptations lies in :data:`GOAL_BANDS` ``[confidence]``); ``p_all_devices_in_band``: that all
+    ``devices`` do."""
+
+    confidence: float
+    measurements: int
+    k: int
+    mean: float
+    sd: float
+    p_adaptation_at_worst_goal: float
+    p_all_adaptations_at_worst_goal: float
+    p_device_in_band: float
+    p_all_devices_in_band: float
+
+
+def exchangeable_reference(measurements: int, seeds: int, devices: int, draws: int = 200_000,
+                           seed: int = 0) -> list[CoverageReference]:
+    """:class:`CoverageReference` at each confidence of :data:`GOAL_BANDS`: how often the most favourable bound
+    learned from a device's own ``measurements`` (exactly valid, distribution-free: split conformal, every
+    measurement exchangeable with the queries, no fixed reference archs) meets issue 13's coverage goals, with
+    ``seeds`` adaptations on each of ``devices`` devices. The band probability is estimated from ``draws`` simulated
+    devices (``seed``); the rest is exact. ``ValueError`` where ``measurements`` give no finite bound."""
+    from scipy.stats import beta
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for confidence, (lo, hi) in GOAL_BANDS.items():
+        k = math.ceil((measurements + 1) * confidence)
+        if k > measurements:
+            raise ValueError(f"{measurements} measurements give no finite split-conformal bound at {confidence:g}")
+        dist = beta(k, measurements + 1 - k)
+        one = float(dist.sf(WORST_ADAPTATION_GOAL))
+        means = dist.rvs(size=(draws, seeds), random_state=rng).mean(axis=1)
+        in_band = float(np.mean((means >= lo) & (means <= hi)))
+        out.append(CoverageReference(confidence, measurements, k, float(dist.mean()), float(dist.std()), one,
+                                     one ** (devices * seeds), in_band, in_band ** devices))
+    return out
