@@ -24,9 +24,9 @@ architecture whose 95 % bound is under a limit at the 10/30/50/70/90th percentil
 latencies, over all queries; the first ``--pick-seeds`` seeds): how many meet the limit, and their objective
 over the best truly feasible one. It ends with what an exactly valid distribution-free bound from as many
 measurements would reach on issue 13's coverage goals
-(:func:`~help_plugin.evaluation.constraints.exchangeable_reference`). Writes ``--out`` (``results/constraints.json``) and beside it
-``constraints_coverage.png`` (coverage vs nominal confidence) and ``constraints_hits.png`` (picks meeting the
-limit vs the limit's percentile), named after ``--out``.
+(:func:`~help_plugin.evaluation.constraints.exchangeable_reference`). Writes ``--out``
+(``results/constraints.json``) and beside it ``constraints_coverage.png`` (coverage vs nominal confidence) and
+``constraints_hits.png`` (picks meeting the limit vs the limit's percentile), named after ``--out``.
 """
 from __future__ import annotations
 
